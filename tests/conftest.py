@@ -1,0 +1,86 @@
+"""Shared fixtures. Database tests run on SQLite by default and on PostgreSQL when
+``RETAIN_DATABASE_URL`` points at one: each test gets a fresh, migrated database (a copied SQLite
+file, or a PostgreSQL database cloned from a migrated template)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+# Keep Prefect quiet and on 127.0.0.1 (see INTEGRATIONS.md); must happen before prefect is imported.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+
+from models.db import make_engine  # noqa: E402
+from models.migrate import upgrade  # noqa: E402
+
+DATABASE_URL = os.environ.get("RETAIN_DATABASE_URL", "")
+ON_POSTGRES = make_url(DATABASE_URL).get_backend_name() == "postgresql" if DATABASE_URL else False
+
+
+def _admin_engine() -> Engine:
+    return create_engine(DATABASE_URL, isolation_level="AUTOCOMMIT")
+
+
+def _pg_url(name: str) -> str:
+    return make_url(DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database to clone: a SQLite file path or a PostgreSQL database name."""
+    if ON_POSTGRES:
+        name = f"retain_tpl_{uuid.uuid4().hex[:10]}"
+        admin = _admin_engine()
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except Exception as error:  # pragma: no cover - environment problem
+            pytest.exit(f"PostgreSQL at {make_url(DATABASE_URL)!r} is not usable: {error}", 2)
+        engine = make_engine(_pg_url(name))
+        upgrade(engine)
+        engine.dispose()
+        yield name
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        engine = make_engine(f"sqlite:///{path}")
+        upgrade(engine)
+        engine.dispose()
+        yield str(path)
+
+
+@pytest.fixture
+def database_url(migrated_template: str, tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, migrated, empty database for one test."""
+    if ON_POSTGRES:
+        name = f"retain_t_{uuid.uuid4().hex[:12]}"
+        admin = _admin_engine()
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"'))
+        yield _pg_url(name)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    else:
+        path = tmp_path / "retain.db"
+        shutil.copy(migrated_template, path)
+        yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
