@@ -36,7 +36,9 @@ class Subscription(SQLModel, table=True):
     plan: str = Field(max_length=64)
     billing_interval: str = Field(max_length=16, description="month | quarter | year")
     mrr_cents: int
-    status: str = Field(max_length=16, description="trialing | active | past_due | paused | canceled")
+    status: str = Field(
+        max_length=16, description="trialing | active | past_due | paused | canceled"
+    )
     started_at: datetime
     current_period_end: datetime
     paused_at: datetime | None = None

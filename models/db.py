@@ -55,3 +55,15 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(url: str | None = None) -> Engine:
+    """One shared engine per URL for the life of the process (flows and tasks pass URLs, not
+    engines, so their parameters stay plain and loggable)."""
+    url = url or database_url()
+    if url not in _ENGINES:
+        _ENGINES[url] = make_engine(url)
+    return _ENGINES[url]

@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 
-class days_between(FunctionElement[float]):  # noqa: N801 (reads as a SQL function)
+class days_between(FunctionElement[float]):
     """``later - earlier`` in (fractional) days; NULL if either side is NULL."""
 
     type = Float()
@@ -28,9 +28,7 @@ class days_between(FunctionElement[float]):  # noqa: N801 (reads as a SQL functi
 @compiles(days_between, "sqlite")
 def _days_between_sqlite(element: days_between, compiler: Any, **kw: Any) -> str:
     later, earlier = list(element.clauses)
-    return (
-        f"(julianday({compiler.process(later, **kw)}) - julianday({compiler.process(earlier, **kw)}))"
-    )
+    return f"(julianday({compiler.process(later, **kw)}) - julianday({compiler.process(earlier, **kw)}))"
 
 
 @compiles(days_between, "postgresql")
@@ -42,7 +40,7 @@ def _days_between_pg(element: days_between, compiler: Any, **kw: Any) -> str:
     )
 
 
-class add_days(FunctionElement[Any]):  # noqa: N801
+class add_days(FunctionElement[Any]):
     """``timestamp + days`` (days may be a column or a number)."""
 
     inherit_cache = True

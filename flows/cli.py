@@ -1,0 +1,204 @@
+"""The ``retain`` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+# Prefect settings must be in the environment before prefect is imported (flows import it lazily).
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(
+    help=(
+        "Retain: retention experiments defined in YAML, run as Prefect flows.\n\n"
+        "The database is RETAIN_DATABASE_URL (default: sqlite:///retain.db in this folder)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+errors = Console(stderr=True)
+
+AsOf = Annotated[
+    datetime | None,
+    typer.Option(
+        "--as-of",
+        help="Act as if it were this UTC time (ISO 8601); default: now.",
+        formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
+    ),
+]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+
+
+def _validate_or_exit(paths: list[Path]) -> None:
+    from experiments.loader import SpecError, load_specs
+    from messaging.render import template_exists
+
+    try:
+        load_specs(paths, template_exists)
+    except SpecError as error:
+        for problem in error.problems:
+            errors.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Experiment YAML files.")],
+) -> None:
+    """Check experiment files: fields, segment rules, metrics, templates. Exit code 2 on errors,
+    with one line per problem (file:line: what is wrong and how to fix it)."""
+    _validate_or_exit(paths)
+    console.print(f"[green]ok[/green] {len(paths)} experiment file(s) valid")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the schema (Alembic migrations; recorded data is kept)."""
+    from models.db import database_url, make_engine, redact
+    from models.migrate import current_revision, upgrade
+
+    engine = make_engine()
+    upgrade(engine)
+    console.print(f"{redact(database_url())} is at revision {current_revision(engine)}")
+
+
+@app.command()
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="Experiment YAML files.")],
+    as_of: AsOf = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Run experiments once: select each segment, assign new customers to arms (sticky: nobody
+    already assigned moves) and schedule their messages in the outbox."""
+    _validate_or_exit(paths)
+    _quiet_prefect(verbose)
+    from flows.pipeline import run_experiment
+    from models.db import make_engine
+    from models.migrate import upgrade
+
+    upgrade(make_engine())
+    for path in paths:
+        summary = run_experiment(str(path), as_of=_utc(as_of))
+        console.print(
+            f"{summary.experiment}: {summary.segment_size:,} in segment, "
+            f"{summary.newly_assigned:,} newly assigned {summary.by_arm}, "
+            f"{summary.messages_scheduled:,} messages scheduled"
+        )
+
+
+@app.command()
+def dispatch(
+    outbox: Annotated[Path, typer.Option(help="Folder the local outbox channel writes to.")] = Path(
+        "outbox"
+    ),
+    as_of: AsOf = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Send every due message once, respecting consent, suppressions, quiet hours and caps."""
+    _quiet_prefect(verbose)
+    from flows.pipeline import dispatch_messages
+
+    summary = dispatch_messages(str(outbox), as_of=_utc(as_of))
+    console.print(
+        f"sent {summary.sent}, skipped {summary.skipped}, deferred {summary.deferred}, "
+        f"failed {summary.failed}"
+    )
+
+
+@app.command()
+def evaluate(
+    key: Annotated[str, typer.Argument(help="Experiment key (as in its YAML).")],
+    out: Annotated[Path, typer.Option(help="Folder for report.json/.md/.html.")] = Path("reports"),
+    as_of: AsOf = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Aggregate an experiment's metrics per arm in SQL, run the tests and write its report."""
+    _quiet_prefect(verbose)
+    from flows.pipeline import evaluate_experiment
+
+    report = evaluate_experiment(key, str(out / key), as_of=_utc(as_of))
+    from flows.tables import report_table
+
+    console.print(report_table(report))
+    console.print(f"report written to {out / key}")
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option(help="Output folder (reports, outbox, demo database).")
+    ] = Path("demo-output"),
+    customers: Annotated[
+        int, typer.Option(min=200, help="Size of the synthetic business.")
+    ] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic business and responses.")] = 7,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Use this (empty) database instead of a fresh SQLite file in the output folder."
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Run the whole path on a synthetic subscription business with known true effects: seed,
+    run the three example experiments, send their messages to the local outbox, simulate 90 days
+    of outcomes, evaluate, and print each estimate with its 95% CI next to the planted effect."""
+    _quiet_prefect(verbose)
+    from flows.demo import DemoConfig, run_demo
+    from flows.tables import report_table
+
+    started = time.monotonic()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"seeding {stage}", total=total)
+            bar.update(tasks[stage], completed=done)
+
+        result = run_demo(
+            DemoConfig(out_dir=out, customers=customers, seed=seed, database_url=database_url),
+            progress=progress,
+            log=lambda line: console.print(f"[dim]{line}[/dim]", highlight=False),
+        )
+    for key, report in result.reports.items():
+        console.print(report_table(report))
+        console.print(f"  report: {result.report_dirs[key]}/report.html\n", highlight=False)
+    console.print(
+        f"demo finished in {time.monotonic() - started:.0f} s; outbox files in {out / 'outbox'}",
+        highlight=False,
+    )
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

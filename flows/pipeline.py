@@ -1,0 +1,182 @@
+"""The path of one experiment as Prefect flows. Flows and tasks only orchestrate: every task is a
+thin wrapper around a plain function from ``experiments``, ``models`` or ``messaging``.
+
+Every step is recorded in the database behind a unique key, so a flow that is re-run, or crashed
+half-way, resumes without re-randomising anyone and without sending any message twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from experiments.loader import LoadedSpec, load_spec
+from experiments.report import Report, write_report
+from experiments.rules import parse_rule
+from messaging.channels import OutboxChannel
+from messaging.dispatcher import DispatchSummary, dispatch_due
+from messaging.render import template_exists
+from models.db import engine_for
+from models.evaluation import evaluate
+from models.experiments import (
+    AssignmentSummary,
+    Registration,
+    assign_customers,
+    register_experiment,
+    registered_spec,
+    schedule_messages,
+)
+from models.segments import select_segment
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    experiment: str
+    experiment_id: int
+    segment_size: int
+    newly_assigned: int
+    by_arm: dict[str, int]
+    messages_scheduled: int
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+@task(cache_policy=NONE)
+def load_experiment(path: str) -> LoadedSpec:
+    return load_spec(path, template_exists)
+
+
+@task(cache_policy=NONE)
+def register(database_url: str | None, loaded: LoadedSpec, now: datetime) -> Registration:
+    return register_experiment(engine_for(database_url), loaded, now)
+
+
+@task(cache_policy=NONE)
+def select_customers(
+    database_url: str | None, loaded: LoadedSpec, experiment_id: int, as_of: datetime
+) -> list[int]:
+    segment = loaded.spec.segment
+    return select_segment(
+        engine_for(database_url),
+        parse_rule(segment.where),
+        as_of,
+        experiment_id=experiment_id,
+        exclude_assigned=segment.exclude_if_in_other_experiments,
+    )
+
+
+@task(cache_policy=NONE)
+def assign(
+    database_url: str | None,
+    loaded: LoadedSpec,
+    experiment_id: int,
+    customer_ids: list[int],
+    now: datetime,
+) -> AssignmentSummary:
+    return assign_customers(engine_for(database_url), experiment_id, loaded.spec, customer_ids, now)
+
+
+@task(cache_policy=NONE)
+def schedule(
+    database_url: str | None, loaded: LoadedSpec, experiment_id: int, now: datetime
+) -> int:
+    return schedule_messages(engine_for(database_url), experiment_id, loaded.spec, now)
+
+
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=5)
+def dispatch(database_url: str | None, now: datetime, outbox_dir: str) -> DispatchSummary:
+    # Only the local outbox exists yet; SendGrid and Twilio channels plug in here.
+    channel = OutboxChannel(Path(outbox_dir))
+    return dispatch_due(engine_for(database_url), now, {"email": channel, "sms": channel})
+
+
+@task(cache_policy=NONE)
+def registered(database_url: str | None, key: str) -> tuple[int, LoadedSpec]:
+    return registered_spec(engine_for(database_url), key)
+
+
+@task(cache_policy=NONE)
+def evaluate_and_write(
+    database_url: str | None,
+    loaded: LoadedSpec,
+    experiment_id: int,
+    as_of: datetime,
+    out_dir: str,
+    planted: Mapping[tuple[str, str], float] | None = None,
+) -> Report:
+    report = evaluate(
+        engine_for(database_url), experiment_id, loaded.spec, as_of, now_utc(), planted
+    )
+    write_report(report, Path(out_dir))
+    return report
+
+
+@flow(name="run-experiment")
+def run_experiment(
+    spec_path: str, as_of: datetime | None = None, database_url: str | None = None
+) -> RunSummary:
+    """Validate the experiment file, record it, select its segment, assign new customers to arms
+    and schedule their messages. Re-running moves nobody and schedules nothing twice."""
+    logger = get_run_logger()
+    as_of = as_of or now_utc()
+    loaded = load_experiment(spec_path)
+    registration = register(database_url, loaded, as_of)
+    eid = registration.experiment_id
+    customers = select_customers(database_url, loaded, eid, as_of)
+    assigned = assign(database_url, loaded, eid, customers, as_of)
+    scheduled = schedule(database_url, loaded, eid, as_of)
+    logger.info(
+        "%s: %d in segment, %d newly assigned %s, %d messages scheduled",
+        loaded.spec.key,
+        len(customers),
+        assigned.new,
+        assigned.by_arm,
+        scheduled,
+    )
+    return RunSummary(
+        loaded.spec.key, eid, len(customers), assigned.new, assigned.by_arm, scheduled
+    )
+
+
+@flow(name="dispatch-messages")
+def dispatch_messages(
+    outbox_dir: str = "outbox", as_of: datetime | None = None, database_url: str | None = None
+) -> DispatchSummary:
+    """Send every due message in the outbox through its channel, once."""
+    summary = dispatch(database_url, as_of or now_utc(), outbox_dir)
+    get_run_logger().info(
+        "sent %d, skipped %s, deferred %d, failed %d",
+        summary.sent,
+        summary.skipped,
+        summary.deferred,
+        summary.failed,
+    )
+    return summary
+
+
+@flow(name="evaluate-experiment")
+def evaluate_experiment(
+    key: str,
+    out_dir: str,
+    as_of: datetime | None = None,
+    database_url: str | None = None,
+    planted: dict[str, float] | None = None,
+) -> Report:
+    """Aggregate the experiment's metrics per arm in SQL, test them and write the report.
+
+    The spec is the snapshot stored when the experiment ran. ``planted`` maps ``"metric/arm"`` to a
+    known true effect (the demo's); it is shown next to the estimates."""
+    experiment_id, loaded = registered(database_url, key)
+    truths = {(k.split("/", 1)[0], k.split("/", 1)[1]): v for k, v in (planted or {}).items()}
+    report = evaluate_and_write(
+        database_url, loaded, experiment_id, as_of or now_utc(), out_dir, truths or None
+    )
+    get_run_logger().info("%s: report written to %s", key, out_dir)
+    return report

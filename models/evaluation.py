@@ -1,0 +1,66 @@
+"""Turn an experiment's recorded data into a report: sufficient statistics per arm and metric from
+SQL, then the pure statistics engine and report rendering."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from experiments.metrics import CATALOGUE
+from experiments.report import MetricInput, Report, build_report
+from experiments.spec import ExperimentSpec
+from experiments.stats import SampleStats
+from models.metric_sql import arm_statistics
+from models.records import Result
+
+
+def evaluate(
+    engine: Engine,
+    experiment_id: int,
+    spec: ExperimentSpec,
+    as_of: datetime,
+    computed_at: datetime,
+    planted: Mapping[tuple[str, str], float] | None = None,
+) -> Report:
+    """Aggregate every metric of the spec per arm in SQL and build the report; the report is also
+    stored in the ``results`` table."""
+    inputs = []
+    for name, role in spec.metrics.roles():
+        stats = arm_statistics(engine, experiment_id, name, as_of)
+        empty = SampleStats(n=0, sum=0.0, sum_squares=0.0)
+        definition = CATALOGUE[name]
+        inputs.append(
+            MetricInput(
+                name=name,
+                kind=definition.kind,
+                role=role,
+                description=definition.description,
+                arm_stats={arm.name: stats.get(arm.name, empty) for arm in spec.arms},
+            )
+        )
+    report = build_report(
+        experiment=spec.key,
+        hypothesis=spec.hypothesis,
+        computed_at=computed_at,
+        as_of=as_of,
+        alpha=spec.analysis.alpha,
+        baseline=spec.baseline,
+        arm_weights={arm.name: arm.weight for arm in spec.arms},
+        metrics=inputs,
+        planted=planted,
+    )
+    with Session(engine) as session:
+        session.add(
+            Result(
+                experiment_id=experiment_id,
+                computed_at=computed_at,
+                as_of=as_of,
+                report_json=json.dumps(report.model_dump(mode="json")),
+            )
+        )
+        session.commit()
+    return report

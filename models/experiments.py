@@ -1,0 +1,223 @@
+"""Experiments in the database: registration with spec snapshots, sticky assignment and the
+scheduling of each arm's messages into the outbox.
+
+Every write goes through a unique key, so a flow that is re-run or crashed half-way resumes without
+re-randomising anyone and without scheduling any message twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from experiments.assignment import assign
+from experiments.loader import LoadedSpec, parse_spec
+from experiments.spec import ExperimentSpec
+from models.bulk import insert_ignoring_conflicts
+from models.customer_data import Customer
+from models.records import Assignment, Experiment, ExperimentSnapshot, Message
+
+CHUNK = 5_000
+
+
+class ExperimentChangeError(Exception):
+    """A change to a running experiment that would move customers between arms."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    experiment_id: int
+    created: bool
+    new_snapshot: bool
+
+
+@dataclass(frozen=True)
+class AssignmentSummary:
+    new: int
+    already_assigned: int
+    by_arm: dict[str, int]
+
+
+def _randomisation(spec: ExperimentSpec) -> tuple[str, list[tuple[str, float]]]:
+    return spec.salt, [(arm.name, arm.weight) for arm in spec.arms]
+
+
+def register_experiment(engine: Engine, loaded: LoadedSpec, now: datetime) -> Registration:
+    """Create the experiment or record a new snapshot of its YAML.
+
+    Raises :class:`ExperimentChangeError` if customers are already assigned and the new spec
+    changes the salt, the arms or their weights (that would re-randomise people).
+    """
+    spec = loaded.spec
+    with Session(engine) as session:
+        experiment = session.exec(select(Experiment).where(Experiment.key == spec.key)).first()
+        created = experiment is None
+        if experiment is None:
+            experiment = Experiment(
+                key=spec.key,
+                hypothesis=spec.hypothesis,
+                spec_hash=loaded.sha256,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(experiment)
+            session.flush()
+        elif experiment.spec_hash != loaded.sha256:
+            previous = current_spec(session, experiment)
+            assigned = session.exec(
+                select(func.count())
+                .select_from(Assignment)
+                .where(Assignment.experiment_id == experiment.id)
+            ).one()
+            if assigned and _randomisation(previous.spec) != _randomisation(spec):
+                raise ExperimentChangeError(
+                    f"{loaded.path}: experiment {spec.key!r} already has {assigned} assigned "
+                    "customers; changing its salt, arms or weights would move them between arms. "
+                    "Start a new experiment with a new key instead."
+                )
+            experiment.spec_hash = loaded.sha256
+            experiment.hypothesis = spec.hypothesis
+            experiment.updated_at = now
+        assert experiment.id is not None
+        snapshot_exists = session.exec(
+            select(ExperimentSnapshot.id).where(
+                ExperimentSnapshot.experiment_id == experiment.id,
+                ExperimentSnapshot.spec_hash == loaded.sha256,
+            )
+        ).first()
+        if snapshot_exists is None:
+            session.add(
+                ExperimentSnapshot(
+                    experiment_id=experiment.id,
+                    spec_hash=loaded.sha256,
+                    spec_yaml=loaded.text,
+                    source_path=loaded.path,
+                    created_at=now,
+                )
+            )
+        session.commit()
+        return Registration(experiment.id, created, snapshot_exists is None)
+
+
+def current_spec(session: Session, experiment: Experiment) -> LoadedSpec:
+    """The experiment's current spec, parsed from its stored snapshot."""
+    snapshot = session.exec(
+        select(ExperimentSnapshot).where(
+            ExperimentSnapshot.experiment_id == experiment.id,
+            ExperimentSnapshot.spec_hash == experiment.spec_hash,
+        )
+    ).one()
+    return parse_spec(snapshot.spec_yaml, snapshot.source_path or experiment.key)
+
+
+def experiment_id_for(engine: Engine, key: str) -> int | None:
+    with Session(engine) as session:
+        return session.exec(select(Experiment.id).where(Experiment.key == key)).first()
+
+
+def assign_customers(
+    engine: Engine,
+    experiment_id: int,
+    spec: ExperimentSpec,
+    customer_ids: Sequence[int],
+    now: datetime,
+) -> AssignmentSummary:
+    """Assign customers not yet in the experiment; those already assigned keep their arm."""
+    with engine.begin() as connection:
+        existing = set(
+            connection.execute(
+                select(Assignment.customer_id).where(Assignment.experiment_id == experiment_id)
+            ).scalars()
+        )
+        todo = sorted(set(customer_ids) - existing)
+        external: dict[int, str] = {}
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start : start + CHUNK]
+            external.update(
+                connection.execute(
+                    select(Customer.id, Customer.external_id).where(Customer.id.in_(chunk))  # type: ignore[union-attr]
+                ).all()
+            )
+        salt, arms = _randomisation(spec)
+        choices = assign(salt, [external[c] for c in todo], arms)
+        rows = [
+            {
+                "experiment_id": experiment_id,
+                "customer_id": customer_id,
+                "arm": arm,
+                "bucket": bucket,
+                "assigned_at": now,
+            }
+            for customer_id, (arm, bucket) in zip(todo, choices, strict=True)
+        ]
+        new = insert_ignoring_conflicts(
+            connection,
+            Assignment.__table__,
+            rows,
+            ["experiment_id", "customer_id"],  # type: ignore[attr-defined]
+        )
+    return AssignmentSummary(
+        new=new,
+        already_assigned=len(set(customer_ids) & existing),
+        by_arm=dict(Counter(arm for arm, _ in choices)),
+    )
+
+
+def schedule_messages(
+    engine: Engine, experiment_id: int, spec: ExperimentSpec, now: datetime
+) -> int:
+    """Create outbox rows for every step of every assigned customer's arm; returns rows added.
+
+    The idempotency key ``<experiment>:<customer>:<arm>:<step>`` makes re-scheduling a no-op.
+    """
+    added = 0
+    with engine.begin() as connection:
+        for arm in spec.arms:
+            if not arm.steps:
+                continue
+            assigned = connection.execute(
+                select(Assignment.customer_id, Customer.external_id, Assignment.assigned_at)
+                .join(Customer, Customer.id == Assignment.customer_id)  # type: ignore[arg-type]
+                .where(Assignment.experiment_id == experiment_id, Assignment.arm == arm.name)
+            ).all()
+            rows = [
+                {
+                    "idempotency_key": f"{spec.key}:{external_id}:{arm.name}:{index}",
+                    "experiment_id": experiment_id,
+                    "customer_id": customer_id,
+                    "arm": arm.name,
+                    "step_index": index,
+                    "channel": step.channel,
+                    "template": step.template,
+                    "unless_condition": step.unless,
+                    "scheduled_at": assigned_at + step.at,
+                    "status": "pending",
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for customer_id, external_id, assigned_at in assigned
+                for index, step in enumerate(arm.steps)
+            ]
+            added += insert_ignoring_conflicts(
+                connection,
+                Message.__table__,
+                rows,
+                ["idempotency_key"],  # type: ignore[attr-defined]
+            )
+    return added
+
+
+def registered_spec(engine: Engine, key: str) -> tuple[int, LoadedSpec]:
+    """The experiment ``key`` as it was run: its id and its current stored spec snapshot."""
+    with Session(engine) as session:
+        experiment = session.exec(select(Experiment).where(Experiment.key == key)).first()
+        if experiment is None or experiment.id is None:
+            raise KeyError(f"no experiment {key!r} in the database; run it first (retain run PATH)")
+        return experiment.id, current_spec(session, experiment)

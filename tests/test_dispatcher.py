@@ -1,0 +1,572 @@
+"""The dispatcher against a real database (SQLite, or PostgreSQL with RETAIN_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from messaging.channels import ChannelError, OutboxChannel, OutgoingMessage, Receipt
+from messaging.dispatcher import MAX_ATTEMPTS, dispatch_due
+from messaging.policy import NO_LIMITS
+from messaging.render import sms_segments
+from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
+from models.db import make_engine, session_scope
+from models.outbox import release_unattempted, stuck_messages
+from models.records import (
+    Assignment,
+    Experiment,
+    ExperimentSnapshot,
+    Message,
+    OfferGrant,
+    Suppression,
+)
+
+NOW = datetime(2026, 11, 10, 10, 0, tzinfo=UTC)  # 11:00 in Stockholm: not quiet
+ASSIGNED = NOW - timedelta(days=3)
+
+SPEC = """\
+key: card-expiry-reminder
+hypothesis: An email + SMS reminder before the card expires recovers more renewals than email alone.
+segment:
+  where: card_expires_in_days <= 30 and subscription.status == "active"
+  exclude_if_in_other_experiments: true
+assignment: {salt: card-expiry-2026q4}
+arms:
+  - {name: control, weight: 1}
+  - name: email
+    steps: [{at: 0d, channel: email, template: card_expiry}]
+  - name: email_sms
+    steps:
+      - {at: 0d, channel: email, template: card_expiry}
+      - {at: 3d, channel: sms, template: card_expiry_sms, unless: payment_method_updated}
+  - name: discount
+    offer: {kind: discount, percent: 30, months: 3}
+    steps: [{at: 0d, channel: email, template: offer_discount}]
+metrics:
+  primary: card_updated_14d
+  secondary: [retained_30d, revenue_90d]
+  guardrails: [unsubscribed_30d]
+analysis: {alpha: 0.05}
+messaging: {quiet_hours: "21:00-08:00", frequency_cap: {max: 2, per: 7d}}
+schedule: {cron: "0 9 * * *", timezone: Europe/Stockholm}
+"""
+
+
+@dataclass
+class Recording:
+    """A channel that records every send (thread-safe) and can fail on demand."""
+
+    provider: str = "recording"
+    keys: list[str] = field(default_factory=list)
+    bodies: list[str] = field(default_factory=list)
+    fail_with: list[Exception] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        with self.lock:
+            if self.fail_with:
+                raise self.fail_with.pop(0)
+            self.keys.append(message.idempotency_key)
+            self.bodies.append(message.rendered.text)
+            return Receipt(self.provider, f"rec-{len(self.keys)}")
+
+
+class World:
+    """Builds experiments, customers, assignments and outbox rows directly in the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.count = 0
+        with session_scope(engine) as session:
+            experiment = Experiment(
+                key="card-expiry-reminder",
+                hypothesis="h",
+                spec_hash="x" * 64,
+                created_at=NOW - timedelta(days=10),
+                updated_at=NOW - timedelta(days=10),
+            )
+            session.add(experiment)
+            session.flush()
+            assert experiment.id is not None
+            self.experiment_id: int = experiment.id
+            session.add(
+                ExperimentSnapshot(
+                    experiment_id=experiment.id,
+                    spec_hash="x" * 64,
+                    spec_yaml=SPEC,
+                    created_at=NOW - timedelta(days=10),
+                )
+            )
+
+    def customer(self, **overrides: object) -> int:
+        self.count += 1
+        values: dict[str, object] = {
+            "external_id": f"cus_{self.count:04d}",
+            "name": f"Anna{self.count} Berg",
+            "email": f"anna{self.count}@example.com",
+            "phone": "+46701234567",
+            "locale": "en",
+            "timezone": "Europe/Stockholm",
+            "email_consent": True,
+            "sms_consent": True,
+            "created_at": NOW - timedelta(days=100),
+        }
+        values.update(overrides)
+        with session_scope(self.engine) as session:
+            customer = Customer(**values)  # type: ignore[arg-type]
+            session.add(customer)
+            session.flush()
+            assert customer.id is not None
+            cid = customer.id
+            session.add(
+                Subscription(
+                    customer_id=cid,
+                    plan="Pro",
+                    billing_interval="month",
+                    mrr_cents=4900,
+                    status="active",
+                    started_at=NOW - timedelta(days=90),
+                    current_period_end=NOW + timedelta(days=20),
+                )
+            )
+            session.add(self.card(cid, NOW - timedelta(days=90)))
+            session.add(
+                Assignment(
+                    experiment_id=self.experiment_id,
+                    customer_id=cid,
+                    arm="email_sms",
+                    bucket=0.5,
+                    assigned_at=ASSIGNED,
+                )
+            )
+        return cid
+
+    @staticmethod
+    def card(customer_id: int, created_at: datetime) -> PaymentMethod:
+        return PaymentMethod(
+            customer_id=customer_id,
+            brand="visa",
+            last4="4242",
+            exp_month=11,
+            exp_year=2026,
+            expires_on=date(2026, 11, 30),
+            created_at=created_at,
+        )
+
+    def add(self, *rows: object) -> None:
+        with session_scope(self.engine) as session:
+            session.add_all(rows)
+
+    def message(
+        self,
+        customer_id: int,
+        channel: str = "email",
+        template: str = "card_expiry",
+        *,
+        arm: str = "email_sms",
+        step: int = 0,
+        at: datetime = NOW - timedelta(minutes=5),
+        unless: str | None = None,
+        status: str = "pending",
+        sent_at: datetime | None = None,
+    ) -> str:
+        key = f"card-expiry-reminder:{customer_id}:{arm}:{step}:{channel}"
+        self.add(
+            Message(
+                idempotency_key=key,
+                experiment_id=self.experiment_id,
+                customer_id=customer_id,
+                arm=arm,
+                step_index=step,
+                channel=channel,
+                template=template,
+                unless_condition=unless,
+                scheduled_at=at,
+                status=status,
+                sent_at=sent_at,
+                created_at=ASSIGNED,
+                updated_at=ASSIGNED,
+            )
+        )
+        return key
+
+    def row(self, key: str) -> Message:
+        with Session(self.engine) as session:
+            return session.exec(select(Message).where(Message.idempotency_key == key)).one()
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    return World(engine)
+
+
+def test_sends_due_messages_once_and_writes_readable_files(
+    engine: Engine, world: World, tmp_path: Path
+) -> None:
+    outbox = OutboxChannel(tmp_path)
+    first, second = world.customer(), world.customer(locale="sv-SE")
+    email_1 = world.message(first)
+    email_2 = world.message(second)
+    sms_1 = world.message(first, "sms", "card_expiry_sms", step=1)
+    later = world.message(second, "sms", "card_expiry_sms", step=1, at=NOW + timedelta(days=3))
+
+    summary = dispatch_due(engine, NOW, {"email": outbox, "sms": outbox})
+    assert (summary.sent, summary.skipped, summary.deferred, summary.failed) == (3, {}, 0, 0)
+
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*"))
+    assert len([f for f in files if f.endswith(".txt")]) == 3
+    assert len([f for f in files if f.endswith(".html")]) == 2
+    for key in (email_1, email_2, sms_1):
+        row = world.row(key)
+        assert (row.status, row.attempts, row.provider, row.sent_at) == ("sent", 1, "outbox", NOW)
+        assert row.provider_message_id is not None and row.provider_message_id.startswith("outbox-")
+    untouched = world.row(later)
+    assert (untouched.status, untouched.attempts, untouched.claimed_by) == ("pending", 0, None)
+
+    email_file = next(tmp_path.glob("card-expiry-reminder/email/*.txt"))
+    content = {
+        p.read_text(encoding="utf-8") for p in tmp_path.glob("card-expiry-reminder/email/*.txt")
+    }
+    english = next(c for c in content if "anna1@example.com" in c)
+    assert "Subject: Your Visa card ending in 4242 expires at the end of November 2026" in english
+    assert f"X-Retain-Key: {email_1}" in english
+    assert "Hi Anna1," in english
+    assert f"https://app.example.com/pay/cus_0001/{email_1}" in english
+    swedish = next(c for c in content if "anna2@example.com" in c)
+    assert "Subject: Ditt Visa-kort som slutar på 4242 går ut i slutet av november 2026" in swedish
+    assert email_file.suffix == ".txt"
+    sms_text = next(tmp_path.glob("card-expiry-reminder/sms/*.txt")).read_text(encoding="utf-8")
+    assert "To: +46701234567" in sms_text
+    body = sms_text.split("\n\n", 1)[1].rstrip("\n")
+    assert f"Segments: {sms_segments(body)}" in sms_text and sms_segments(body) == 2  # long key
+    assert "your Visa ending 4242 expires 11/2026" in sms_text
+
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.*")}
+    again = dispatch_due(engine, NOW, {"email": outbox, "sms": outbox})
+    assert (again.sent, again.skipped, again.deferred, again.failed, again.retried) == (
+        0,
+        {},
+        0,
+        0,
+        0,
+    )
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.*")} == mtimes
+
+
+def test_policy_skips_are_recorded_with_reasons(engine: Engine, world: World) -> None:
+    channel = Recording()
+    no_consent = world.message(world.customer(email_consent=False))
+    no_address = world.message(world.customer(email=None))
+    suppressed_customer = world.customer()
+    world.add(
+        Suppression(
+            customer_id=suppressed_customer,
+            channel="email",
+            reason="unsubscribe",
+            created_at=NOW - timedelta(days=1),
+        )
+    )
+    suppressed = world.message(suppressed_customer)
+    capped_customer = world.customer()
+    for step in (5, 6):  # two emails sent within the 7-day cap window (max 2)
+        world.message(capped_customer, step=step, status="sent", sent_at=NOW - timedelta(days=2))
+    capped = world.message(capped_customer)
+    old_sends = world.customer()
+    for step in (5, 6):  # outside the window: do not count
+        world.message(old_sends, step=step, status="sent", sent_at=NOW - timedelta(days=8))
+    fine = world.message(old_sends)
+
+    summary = dispatch_due(engine, NOW, {"email": channel})
+    assert summary.skipped == {
+        "frequency_cap": 1,
+        "no_address": 1,
+        "no_consent": 1,
+        "suppressed": 1,
+    }
+    assert summary.sent == 1 and channel.keys == [fine]
+    for key, reason in [
+        (no_consent, "no_consent"),
+        (no_address, "no_address"),
+        (suppressed, "suppressed"),
+        (capped, "frequency_cap"),
+    ]:
+        row = world.row(key)
+        assert (row.status, row.status_reason, row.attempts) == ("skipped", reason, 0)
+
+
+def test_frequency_cap_counts_sends_within_the_same_run(engine: Engine, world: World) -> None:
+    channel = Recording()
+    customer = world.customer()
+    keys = [world.message(customer, step=step) for step in range(3)]
+    summary = dispatch_due(engine, NOW, {"email": channel}, batch_size=2)
+    assert summary.sent == 2 and summary.skipped == {"frequency_cap": 1}
+    assert [world.row(k).status for k in keys] == ["sent", "sent", "skipped"]
+
+
+def test_unless_conditions_are_evaluated_in_sql(engine: Engine, world: World) -> None:
+    channel = Recording()
+    updated, updated_before, updated_later = world.customer(), world.customer(), world.customer()
+    world.add(
+        world.card(updated, ASSIGNED + timedelta(days=1)),  # after assignment: condition holds
+        world.card(updated_before, ASSIGNED - timedelta(days=1)),  # before assignment: not
+        world.card(updated_later, NOW + timedelta(hours=1)),  # in the future: not yet
+    )
+    onboarded, offer_taken, offer_open, unsubscribed = (world.customer() for _ in range(4))
+    world.add(
+        ActivityEvent(
+            customer_id=onboarded,
+            kind="milestone",
+            name="onboarding_completed",
+            occurred_at=NOW - timedelta(days=1),
+        ),
+        OfferGrant(
+            experiment_id=world.experiment_id,
+            customer_id=offer_taken,
+            offer_kind="discount",
+            percent_off=30,
+            months=3,
+            offered_at=ASSIGNED,
+            accepted_at=NOW - timedelta(hours=2),
+        ),
+        OfferGrant(
+            experiment_id=world.experiment_id,
+            customer_id=offer_open,
+            offer_kind="discount",
+            percent_off=30,
+            months=3,
+            offered_at=ASSIGNED,
+            accepted_at=None,
+        ),
+        Suppression(
+            customer_id=unsubscribed,
+            channel="email",
+            reason="unsubscribe",
+            created_at=NOW - timedelta(days=1),
+        ),
+    )
+    cases = {
+        world.message(
+            updated, "sms", "card_expiry_sms", unless="payment_method_updated"
+        ): "skipped",
+        world.message(
+            updated_before, "sms", "card_expiry_sms", unless="payment_method_updated"
+        ): "sent",
+        world.message(
+            updated_later, "sms", "card_expiry_sms", unless="payment_method_updated"
+        ): "sent",
+        world.message(
+            onboarded, "sms", "card_expiry_sms", unless="onboarding_completed"
+        ): "skipped",
+        world.message(offer_open, "sms", "card_expiry_sms", unless="onboarding_completed"): "sent",
+        world.message(offer_taken, "sms", "card_expiry_sms", unless="offer_accepted"): "skipped",
+        world.message(
+            offer_open, "sms", "card_expiry_sms", step=2, unless="offer_accepted"
+        ): "sent",
+        # suppressed on email only; the SMS is skipped because of the unless condition
+        world.message(unsubscribed, "sms", "card_expiry_sms", unless="unsubscribed"): "skipped",
+        world.message(onboarded, "sms", "card_expiry_sms", step=3): "sent",  # no condition
+    }
+    summary = dispatch_due(engine, NOW, {"sms": channel})
+    assert {k: world.row(k).status for k in cases} == cases
+    assert summary.skipped == {"condition_met": 4}
+    assert all(
+        world.row(k).status_reason == "condition_met"
+        for k, status in cases.items()
+        if status == "skipped"
+    )
+
+
+def test_quiet_hours_defer_then_send(engine: Engine, world: World) -> None:
+    channel = Recording()
+    key = world.message(world.customer())
+    evening = datetime(2026, 11, 10, 21, 30, tzinfo=UTC)  # 22:30 in Stockholm
+    summary = dispatch_due(engine, evening, {"email": channel})
+    assert (summary.sent, summary.deferred) == (0, 1)
+    row = world.row(key)
+    morning = datetime(2026, 11, 11, 7, 0, tzinfo=UTC)  # 08:00 in Stockholm
+    assert (row.status, row.status_reason, row.scheduled_at, row.attempts) == (
+        "pending",
+        "quiet_hours",
+        morning,
+        0,
+    )
+    assert dispatch_due(engine, morning - timedelta(minutes=1), {"email": channel}).sent == 0
+    assert dispatch_due(engine, morning, {"email": channel}).sent == 1
+    assert world.row(key).status == "sent" and channel.keys == [key]
+
+
+def test_settings_for_overrides_the_spec(engine: Engine, world: World) -> None:
+    channel = Recording()
+    world.message(world.customer())
+    evening = datetime(2026, 11, 10, 21, 30, tzinfo=UTC)
+    seen: list[int] = []
+
+    def no_limits(experiment_id: int) -> object:
+        seen.append(experiment_id)
+        return NO_LIMITS
+
+    summary = dispatch_due(engine, evening, {"email": channel}, settings_for=no_limits)  # type: ignore[arg-type]
+    assert summary.sent == 1 and seen == [world.experiment_id]
+
+
+def test_transient_error_is_retried_then_sent(engine: Engine, world: World) -> None:
+    channel = Recording(fail_with=[ChannelError("429 Too Many Requests")])
+    key = world.message(world.customer())
+    summary = dispatch_due(engine, NOW, {"email": channel})
+    assert (summary.sent, summary.retried, summary.failed) == (0, 1, 0)
+    row = world.row(key)
+    assert (row.status, row.attempts, row.last_error) == ("pending", 1, "429 Too Many Requests")
+    assert row.scheduled_at == NOW + timedelta(minutes=1)
+    assert dispatch_due(engine, NOW + timedelta(seconds=30), {"email": channel}).sent == 0
+    assert dispatch_due(engine, NOW + timedelta(minutes=1), {"email": channel}).sent == 1
+    row = world.row(key)
+    assert (row.status, row.attempts, row.sent_at) == ("sent", 2, NOW + timedelta(minutes=1))
+    assert channel.keys == [key]
+
+
+def test_transient_errors_give_up_after_max_attempts(engine: Engine, world: World) -> None:
+    channel = Recording(fail_with=[ChannelError(f"503 outage {i}") for i in range(10)])
+    key = world.message(world.customer())
+    when = NOW
+    for _ in range(MAX_ATTEMPTS - 1):
+        assert dispatch_due(engine, when, {"email": channel}).retried == 1
+        when = world.row(key).scheduled_at
+    last = dispatch_due(engine, when, {"email": channel})
+    assert (last.retried, last.failed) == (0, 1)
+    row = world.row(key)
+    assert (row.status, row.status_reason, row.attempts) == ("failed", "gave_up", MAX_ATTEMPTS)
+    assert row.last_error == f"gave up after {MAX_ATTEMPTS} attempts; last error: 503 outage 4"
+    assert channel.keys == []
+
+
+def test_permanent_error_fails_with_the_error(engine: Engine, world: World) -> None:
+    channel = Recording(fail_with=[ChannelError("21211 invalid 'To' number", permanent=True)])
+    key = world.message(world.customer(), "sms", "card_expiry_sms")
+    summary = dispatch_due(engine, NOW, {"sms": channel})
+    assert (summary.sent, summary.failed, summary.retried) == (0, 1, 0)
+    row = world.row(key)
+    assert (row.status, row.status_reason, row.attempts) == ("failed", "permanent_error", 1)
+    assert row.last_error == "21211 invalid 'To' number"
+    assert dispatch_due(engine, NOW + timedelta(days=1), {"sms": channel}).failed == 0
+
+
+def test_template_error_fails_the_message_not_the_batch(engine: Engine, world: World) -> None:
+    channel = Recording()
+    customer = world.customer()
+    # The email_sms arm has no offer, so the offer template cannot render.
+    broken = world.message(customer, template="offer_discount")
+    fine = world.message(world.customer())
+    offer = world.message(world.customer(), template="offer_discount", arm="discount")
+    summary = dispatch_due(engine, NOW, {"email": channel})
+    assert (summary.sent, summary.failed) == (2, 1)
+    row = world.row(broken)
+    assert (row.status, row.status_reason, row.attempts) == ("failed", "template_error", 0)
+    assert row.last_error is not None
+    assert "messaging/templates/offer_discount/en.email.txt.j2:1" in row.last_error
+    assert set(channel.keys) == {fine, offer}
+    assert any("30% off" in body for body in channel.bodies)
+
+
+def test_channels_not_configured_stay_pending(engine: Engine, world: World) -> None:
+    key = world.message(world.customer(), "sms", "card_expiry_sms")
+    assert dispatch_due(engine, NOW, {"email": Recording()}).sent == 0
+    assert world.row(key).status == "pending"
+
+
+def test_stopped_experiment_skips(engine: Engine, world: World) -> None:
+    key = world.message(world.customer())
+    with session_scope(engine) as session:
+        experiment = session.get(Experiment, world.experiment_id)
+        assert experiment is not None
+        experiment.status = "stopped"
+    summary = dispatch_due(engine, NOW, {"email": Recording()})
+    assert summary.skipped == {"experiment_stopped": 1}
+    assert world.row(key).status_reason == "experiment_stopped"
+
+
+def test_unexpected_channel_error_leaves_message_for_review(engine: Engine, world: World) -> None:
+    crashing = Recording(fail_with=[RuntimeError("connection reset after request was sent")])
+    key = world.message(world.customer())
+    summary = dispatch_due(engine, NOW, {"email": crashing}, worker_id="worker-a")
+    assert summary.failed == 1
+    row = world.row(key)
+    assert (row.status, row.status_reason, row.claimed_by) == ("sending", "in_flight", "worker-a")
+    assert dispatch_due(engine, NOW + timedelta(hours=2), {"email": crashing}).sent == 0
+    stuck = stuck_messages(engine, timedelta(minutes=30), NOW + timedelta(hours=1))
+    assert [(s.idempotency_key, s.attempted) for s in stuck] == [(key, True)]
+    assert stuck[0].last_error == "RuntimeError: connection reset after request was sent"
+    assert stuck_messages(engine, timedelta(minutes=30), NOW + timedelta(minutes=10)) == []
+    # In flight: possibly sent, so never released automatically.
+    assert release_unattempted(engine, timedelta(minutes=30), NOW + timedelta(hours=1)) == 0
+
+
+def test_claimed_but_never_attempted_messages_can_be_released(engine: Engine, world: World) -> None:
+    key = world.message(world.customer())
+    with session_scope(engine) as session:
+        row = session.exec(select(Message).where(Message.idempotency_key == key)).one()
+        row.status, row.status_reason, row.claimed_by = "sending", "claimed", "crashed-worker"
+        row.updated_at = NOW - timedelta(hours=2)
+    stuck = stuck_messages(engine, timedelta(hours=1), NOW)
+    assert [(s.idempotency_key, s.attempted, s.claimed_by) for s in stuck] == [
+        (key, False, "crashed-worker")
+    ]
+    assert release_unattempted(engine, timedelta(hours=1), NOW) == 1
+    channel = Recording()
+    assert dispatch_due(engine, NOW, {"email": channel}).sent == 1
+    assert channel.keys == [key]
+
+
+def test_concurrent_dispatchers_send_each_message_exactly_once(
+    database_url: str, engine: Engine, world: World, tmp_path: Path
+) -> None:
+    customers = [world.customer() for _ in range(20)]
+    keys = [world.message(c, step=s) for c in customers for s in (0,)]
+    keys += [world.message(c, "sms", "card_expiry_sms", step=1) for c in customers]
+    recording = Recording()
+    outbox = OutboxChannel(tmp_path)
+
+    @dataclass
+    class Both:
+        provider: str = "both"
+
+        def send(self, message: OutgoingMessage) -> Receipt:
+            recording.send(message)
+            return outbox.send(message)
+
+    channel = Both()
+    barrier = threading.Barrier(2)
+    results: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        own_engine = make_engine(database_url)
+        try:
+            barrier.wait()
+            results[name] = dispatch_due(
+                own_engine, NOW, {"email": channel, "sms": channel}, worker_id=name, batch_size=3
+            )
+        except Exception as error:  # surfaced below
+            results[name] = error
+        finally:
+            own_engine.dispose()
+
+    threads = [threading.Thread(target=run, args=(f"worker-{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    errors = [r for r in results.values() if isinstance(r, Exception)]
+    assert not errors, errors
+    assert Counter(recording.keys) == Counter(keys)  # every key exactly once
+    print("PER WORKER", {k: v.sent for k, v in results.items()})
+    assert sum(r.sent for r in results.values()) == len(keys)  # type: ignore[attr-defined]
+    assert len(list(tmp_path.rglob("*.txt"))) == len(keys)
+    with Session(engine) as session:
+        statuses = Counter(m.status for m in session.exec(select(Message)))
+    assert statuses == Counter({"sent": len(keys)})

@@ -1,0 +1,495 @@
+"""Customer features and segment rules in SQL, checked against a Python recount of hand-built data
+and a small reference evaluator of the rule AST (runs on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, inspect, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from experiments.rules import (
+    FIELDS,
+    And,
+    BinOp,
+    Compare,
+    FieldRef,
+    InList,
+    IsNull,
+    Literal_,
+    Neg,
+    Not,
+    Or,
+    Rule,
+    parse_rule,
+)
+from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
+from models.records import Assignment, Experiment
+from models.segments import customer_features, feature_rows, segment_query, select_segment
+
+AS_OF = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
+
+
+# --- Hand-built data -------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    customers: list[Customer] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    cards: list[PaymentMethod] = field(default_factory=list)
+    invoices: list[Invoice] = field(default_factory=list)
+    activity: list[ActivityEvent] = field(default_factory=list)
+
+    def customer(self, cid: int, created_at: datetime, **kw: Any) -> None:
+        kw.setdefault("name", f"Customer {cid}")
+        self.customers.append(Customer(id=cid, external_id=f"c{cid}", created_at=created_at, **kw))
+
+    def subscription(self, sid: int, cid: int, started_at: datetime, **kw: Any) -> None:
+        kw.setdefault("plan", "basic")
+        kw.setdefault("billing_interval", "month")
+        kw.setdefault("mrr_cents", 1900)
+        kw.setdefault("status", "active")
+        kw.setdefault("current_period_end", started_at + 30 * DAY)
+        self.subscriptions.append(
+            Subscription(id=sid, customer_id=cid, started_at=started_at, **kw)
+        )
+
+    def card(
+        self, pid: int, cid: int, expires_on: date, created_at: datetime, default: bool
+    ) -> None:
+        self.cards.append(
+            PaymentMethod(
+                id=pid,
+                customer_id=cid,
+                last4="4242",
+                exp_month=expires_on.month,
+                exp_year=expires_on.year,
+                expires_on=expires_on,
+                is_default=default,
+                created_at=created_at,
+            )
+        )
+
+    def invoice(
+        self, cid: int, status: str, due_at: datetime, paid_at: datetime | None = None
+    ) -> None:
+        self.invoices.append(
+            Invoice(
+                customer_id=cid, amount_cents=1900, status=status, due_at=due_at, paid_at=paid_at
+            )
+        )
+
+    def event(
+        self, cid: int, kind: str, at: datetime, quantity: int = 1, name: str | None = None
+    ) -> None:
+        self.activity.append(
+            ActivityEvent(customer_id=cid, kind=kind, name=name, occurred_at=at, quantity=quantity)
+        )
+
+
+def build_data() -> Data:
+    d = Data()
+    d.customer(1, AS_OF - timedelta(days=9, hours=12), country="SE", locale="sv",
+               email_consent=True, sms_consent=True, phone="+46701234567")  # fmt: skip
+    d.customer(2, datetime(2025, 6, 1, 8, tzinfo=UTC), country="US", locale="en",
+               email_consent=True, sms_consent=True)  # fmt: skip
+    d.customer(3, datetime(2025, 12, 1, tzinfo=UTC), country="DE", locale="de", phone="")
+    d.customer(4, datetime(2024, 1, 15, tzinfo=UTC), sms_consent=True, phone="+15555550100")
+    d.customer(5, datetime(2026, 2, 25, tzinfo=UTC), country="GB", email_consent=True)
+    d.customer(6, AS_OF + DAY)  # does not exist yet at AS_OF
+    d.customer(7, AS_OF, country="SE", locale="sv")  # created exactly at AS_OF: exists
+
+    # 1: an old canceled subscription and a newer active one (the newer is current)
+    d.subscription(101, 1, datetime(2025, 1, 1, tzinfo=UTC), status="canceled")
+    d.subscription(102, 1, datetime(2026, 2, 20, tzinfo=UTC), plan="pro", mrr_cents=4950,
+                   current_period_end=datetime(2026, 3, 20, tzinfo=UTC),
+                   previous_plan="basic", plan_changed_at=AS_OF - 3 * DAY)  # fmt: skip
+    d.subscription(103, 2, datetime(2025, 6, 1, tzinfo=UTC), billing_interval="quarter",
+                   mrr_cents=2950, status="past_due",
+                   current_period_end=datetime(2026, 3, 5, tzinfo=UTC))  # fmt: skip
+    # 4: two subscriptions started at the same moment: the higher id (105) is current
+    tie = datetime(2025, 1, 15, tzinfo=UTC)
+    d.subscription(104, 4, tie, billing_interval="year", mrr_cents=1000)
+    d.subscription(105, 4, tie, plan="pro", billing_interval="year", mrr_cents=3000,
+                   status="paused", current_period_end=datetime(2027, 1, 15, tzinfo=UTC))  # fmt: skip
+    # 5: a trial with a plan change after AS_OF, and a subscription that starts after AS_OF
+    d.subscription(106, 5, datetime(2026, 2, 25, tzinfo=UTC), plan="trial", mrr_cents=0,
+                   status="trialing", plan_changed_at=AS_OF + DAY)  # fmt: skip
+    d.subscription(107, 5, AS_OF + 2 * DAY, plan="pro")
+    d.subscription(108, 7, AS_OF)
+
+    d.card(201, 1, date(2026, 3, 30), datetime(2026, 2, 20, tzinfo=UTC), default=True)
+    d.card(202, 1, date(2026, 3, 5), datetime(2026, 2, 21, tzinfo=UTC), default=False)
+    d.card(203, 2, date(2026, 3, 10), datetime(2025, 6, 1, tzinfo=UTC), default=True)
+    d.card(204, 2, date(2027, 12, 31), AS_OF + DAY, default=True)  # added after AS_OF
+    d.card(205, 4, date(2026, 1, 31), datetime(2024, 1, 15, tzinfo=UTC), default=True)
+    d.card(206, 4, date(2028, 5, 31), datetime(2023, 1, 1, tzinfo=UTC), default=True)  # older
+    d.card(207, 5, date(2027, 1, 31), datetime(2026, 2, 25, tzinfo=UTC), default=False)
+
+    d.invoice(2, "failed", AS_OF - 5 * DAY)
+    d.invoice(2, "open", AS_OF - SECOND)
+    d.invoice(2, "failed", AS_OF - 10 * DAY, paid_at=AS_OF + DAY)  # paid only after AS_OF
+    d.invoice(2, "open", AS_OF + 2 * DAY)  # not yet due
+    d.invoice(2, "paid", AS_OF - 40 * DAY, paid_at=AS_OF - 39 * DAY)
+    d.invoice(2, "void", AS_OF - 20 * DAY)
+    d.invoice(4, "failed", AS_OF)  # due exactly at AS_OF: not before it
+
+    d.event(1, "login", AS_OF - DAY, 3)
+    d.event(1, "feature_use", AS_OF - 14 * DAY, 2)  # first instant of the last-14d window
+    d.event(1, "login", AS_OF - 14 * DAY - SECOND, 5)  # last instant of the prior window
+    d.event(1, "login", AS_OF, 7)  # at AS_OF: not before it
+    d.event(1, "milestone", AS_OF - 2 * DAY, name="onboarding_completed")
+    d.event(1, "support_ticket", AS_OF - 30 * DAY)  # first instant of the 30d window
+    d.event(2, "login", AS_OF - 20 * DAY, 6)
+    d.event(2, "feature_use", AS_OF - 28 * DAY, 1)  # first instant of the prior window
+    d.event(2, "login", AS_OF - 28 * DAY - SECOND, 4)  # before both windows
+    d.event(2, "support_ticket", AS_OF - 3 * DAY, 2)
+    d.event(2, "support_ticket", AS_OF - 30 * DAY - SECOND)
+    d.event(2, "milestone", AS_OF + timedelta(hours=1), name="onboarding_completed")
+    d.event(4, "login", AS_OF - 5 * DAY, 1)
+    d.event(4, "login", AS_OF - 15 * DAY, 2)
+    d.event(4, "login", AS_OF - 100 * DAY, 1)
+    d.event(4, "milestone", AS_OF - 50 * DAY, name="first_invoice")
+    d.event(5, "feature_use", AS_OF - timedelta(days=2, hours=6), 2)
+    d.event(5, "milestone", AS_OF - DAY, name="onboarding_completed")
+    d.event(7, "login", AS_OF + timedelta(hours=1), 9)
+    return d
+
+
+def insert(engine: Engine, data: Data) -> None:
+    with Session(engine) as session:
+        for rows in (data.customers, data.subscriptions, data.cards, data.invoices, data.activity):
+            session.add_all(rows)
+            session.flush()
+        session.commit()
+
+
+@pytest.fixture
+def data(engine: Engine) -> Data:
+    """The data inserted, as a second, detached copy for the recount (ids are explicit where the
+    recount needs them: customers, subscriptions, cards)."""
+    insert(engine, build_data())
+    return build_data()
+
+
+# --- Independent recount ---------------------------------------------------------------------------
+
+
+def days(later: datetime, earlier: datetime) -> float:
+    return (later - earlier).total_seconds() / 86400
+
+
+def latest(rows: list[Any], key: Callable[[Any], datetime]) -> Any:
+    return max(rows, key=lambda r: (key(r), r.id), default=None)
+
+
+def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
+    """The features of every customer existing at ``as_of``, computed in plain Python."""
+    out: dict[int, dict[str, object]] = {}
+    for c in d.customers:
+        if c.created_at > as_of:
+            continue
+        assert c.id is not None
+        sub = latest(
+            [s for s in d.subscriptions if s.customer_id == c.id and s.started_at <= as_of],
+            lambda s: s.started_at,
+        )
+        card = latest(
+            [
+                p
+                for p in d.cards
+                if p.customer_id == c.id and p.is_default and p.created_at <= as_of
+            ],
+            lambda p: p.created_at,
+        )
+        events = [e for e in d.activity if e.customer_id == c.id and e.occurred_at < as_of]
+        active = [e for e in events if e.kind in ("login", "feature_use")]
+
+        def total(rows: list[ActivityEvent], start: timedelta, end: timedelta) -> int:
+            return sum(e.quantity for e in rows if as_of - start <= e.occurred_at < as_of - end)
+
+        changed = sub.plan_changed_at if sub else None
+        out[c.id] = {
+            "customer.country": c.country,
+            "customer.locale": c.locale,
+            "tenure_days": days(as_of, c.created_at),
+            "email_consent": c.email_consent,
+            "sms_consent": c.sms_consent,
+            "has_phone": bool(c.phone),
+            "subscription.status": sub.status if sub else None,
+            "subscription.plan": sub.plan if sub else None,
+            "subscription.billing_interval": sub.billing_interval if sub else None,
+            "subscription.mrr": sub.mrr_cents / 100 if sub else None,
+            "subscription.days_to_renewal": days(sub.current_period_end, as_of) if sub else None,
+            "subscription.days_since_plan_change": (
+                days(as_of, changed) if changed and changed < as_of else None
+            ),
+            "card_expires_in_days": (
+                days(datetime.combine(card.expires_on, time(), UTC), as_of) if card else None
+            ),
+            "failed_invoices": sum(
+                1
+                for i in d.invoices
+                if i.customer_id == c.id
+                and i.status in ("failed", "open")
+                and i.due_at < as_of
+                and (i.paid_at is None or i.paid_at >= as_of)
+            ),
+            "usage_last_14d": total(active, 14 * DAY, 0 * DAY),
+            "usage_prior_14d": total(active, 28 * DAY, 14 * DAY),
+            "days_since_last_active": (
+                days(as_of, max(e.occurred_at for e in active)) if active else None
+            ),
+            "onboarding_completed": any(
+                e.kind == "milestone" and e.name == "onboarding_completed" for e in events
+            ),
+            "support_tickets_30d": total(
+                [e for e in events if e.kind == "support_ticket"], 30 * DAY, 0 * DAY
+            ),
+        }
+    return out
+
+
+# --- Reference evaluator (two-valued: anything compared with null is false) ----------------------
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+}
+
+
+def ref_value(node: Rule, row: dict[str, object]) -> Any:
+    match node:
+        case FieldRef(name):
+            return row[name]
+        case Literal_(value):
+            return value
+        case Neg(item):
+            value = ref_value(item, row)
+            return None if value is None else -value
+        case BinOp(op, left, right):
+            a, b = ref_value(left, row), ref_value(right, row)
+            if a is None or b is None or (op == "/" and b == 0):
+                return None
+            return a / b if op == "/" else _OPS[op](a, b)
+    raise AssertionError(node)
+
+
+def ref_holds(node: Rule, row: dict[str, object]) -> bool:
+    match node:
+        case And(items):
+            return all(ref_holds(item, row) for item in items)
+        case Or(items):
+            return any(ref_holds(item, row) for item in items)
+        case Not(item):
+            return not ref_holds(item, row)
+        case Compare(op, left, right):
+            a, b = ref_value(left, row), ref_value(right, row)
+            return a is not None and b is not None and bool(_OPS[op](a, b))
+        case InList(expr, values, negated):
+            value = ref_value(expr, row)
+            return value is not None and (value in values) != negated
+        case IsNull(expr, negated):
+            return (ref_value(expr, row) is None) != negated
+        case FieldRef() | Literal_():
+            return ref_value(node, row) is True
+    raise AssertionError(node)
+
+
+# --- Tests -----------------------------------------------------------------------------------------
+
+
+def test_features_equal_a_python_recount(engine: Engine, data: Data) -> None:
+    expected = recount(data, AS_OF)
+    rows = feature_rows(engine, AS_OF)
+    assert [r["customer_id"] for r in rows] == sorted(expected) == [1, 2, 3, 4, 5, 7]
+    for row in rows:
+        want = expected[row["customer_id"]]  # type: ignore[index]
+        assert set(row) == {"customer_id", *FIELDS}
+        for name, info in FIELDS.items():
+            got = row[name]
+            if info.type == "bool":
+                assert got is want[name], (row["customer_id"], name)
+            elif isinstance(want[name], float):
+                assert got == pytest.approx(want[name], abs=1e-6), (row["customer_id"], name)
+            else:
+                assert got == want[name], (row["customer_id"], name, got)
+
+
+def test_features_of_note(engine: Engine, data: Data) -> None:
+    """Hand-checked values at the boundaries the recount is meant to cover."""
+    rows = {r["customer_id"]: r for r in feature_rows(engine, AS_OF)}
+    assert rows[1]["subscription.status"] == "active"  # newest of two subscriptions
+    assert rows[4]["subscription.status"] == "paused"  # same started_at: highest id wins
+    assert rows[5]["subscription.status"] == "trialing"  # later subscription not started yet
+    assert rows[5]["subscription.days_since_plan_change"] is None  # change is after AS_OF
+    assert rows[1]["subscription.days_since_plan_change"] == pytest.approx(3.0)
+    assert rows[1]["usage_last_14d"] == 5 and rows[1]["usage_prior_14d"] == 5
+    assert rows[2]["usage_last_14d"] == 0 and rows[2]["usage_prior_14d"] == 7
+    assert rows[1]["support_tickets_30d"] == 1 and rows[2]["support_tickets_30d"] == 2
+    assert rows[2]["failed_invoices"] == 3 and rows[4]["failed_invoices"] == 0
+    assert rows[1]["card_expires_in_days"] == pytest.approx(28.5)
+    assert rows[2]["card_expires_in_days"] == pytest.approx(8.5)  # the later card is not yet there
+    assert rows[4]["card_expires_in_days"] == pytest.approx(-29.5)  # expired; newest default card
+    assert rows[5]["card_expires_in_days"] is None  # no default card
+    assert rows[1]["days_since_last_active"] == pytest.approx(1.0)
+    assert rows[7]["days_since_last_active"] is None  # only activity after AS_OF
+    assert rows[1]["onboarding_completed"] is True and rows[2]["onboarding_completed"] is False
+    assert rows[7]["tenure_days"] == 0
+    assert rows[3]["has_phone"] is False and rows[3]["subscription.mrr"] is None
+    assert rows[2]["subscription.mrr"] == pytest.approx(29.5)
+
+
+def test_feature_rows_for_some_customers(engine: Engine, data: Data) -> None:
+    everyone = {r["customer_id"]: r for r in feature_rows(engine, AS_OF)}
+    some = feature_rows(engine, AS_OF, customer_ids=[4, 1, 6])
+    assert [r["customer_id"] for r in some] == [1, 4]  # 6 does not exist yet at AS_OF
+    assert some == [everyone[1], everyone[4]]
+
+
+def test_features_move_with_as_of(engine: Engine, data: Data) -> None:
+    later = AS_OF + 3 * DAY
+    expected = recount(data, later)
+    rows = feature_rows(engine, later)
+    assert [r["customer_id"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    for row in rows:
+        want = expected[row["customer_id"]]  # type: ignore[index]
+        for name in ("subscription.status", "usage_last_14d", "failed_invoices"):
+            assert row[name] == want[name], (row["customer_id"], name)
+    assert {r["customer_id"]: r["subscription.status"] for r in rows}[5] == "active"
+
+
+RULES = [
+    'card_expires_in_days <= 30 and subscription.status == "active"',
+    "usage_last_14d < 0.5 * usage_prior_14d and usage_prior_14d >= 4"
+    ' and subscription.status in ["active", "past_due"]',
+    "tenure_days <= 21 and not onboarding_completed",
+    "card_expires_in_days == null",
+    "card_expires_in_days != null",
+    "not (card_expires_in_days <= 30)",
+    "not (card_expires_in_days < 0) and not (subscription.status == null)",
+    'subscription.status not in ["active", "trialing"]',
+    'not (subscription.status not in ["active"])',
+    "usage_last_14d / usage_prior_14d == 0.5",
+    "usage_last_14d / usage_prior_14d < 0.8",
+    "not (usage_last_14d / usage_prior_14d < 0.8)",
+    "days_since_last_active > 2 or days_since_last_active == null",
+    "has_phone and sms_consent",
+    "email_consent == true and not sms_consent",
+    "subscription.mrr >= 29.5",
+    "failed_invoices > 0 or support_tickets_30d >= 2",
+    'customer.country == "SE" or customer.locale != "en"',
+    "subscription.days_since_plan_change < 10",
+    "not (subscription.days_since_plan_change < 10)",
+    "-tenure_days < -100",
+    "true",
+    "not true",
+    'subscription.plan in ["pro"] and subscription.billing_interval == "year"',
+    "subscription.days_to_renewal < 10 and subscription.days_to_renewal > 0",
+    "usage_last_14d + usage_prior_14d * 2 - 1 >= 10",
+    '1 + 1 == 2 and customer.country in ["US"]',
+    "not not has_phone",
+    'not (customer.country == "US" and not (failed_invoices > 0))',
+    "onboarding_completed == false or email_consent != true",
+]
+
+
+@pytest.mark.parametrize("text", RULES)
+def test_rule_selects_what_the_reference_evaluator_selects(
+    engine: Engine, data: Data, text: str
+) -> None:
+    rule = parse_rule(text)
+    features = recount(data, AS_OF)
+    expected = [cid for cid, row in sorted(features.items()) if ref_holds(rule, row)]
+    assert select_segment(engine, rule, AS_OF) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('card_expires_in_days <= 30 and subscription.status == "active"', [1]),
+        (RULES[1], [2]),
+        ("tenure_days <= 21 and not onboarding_completed", [7]),
+        ("not (card_expires_in_days <= 30)", [3, 5, 7]),  # no card: the comparison is false
+        ("usage_last_14d / usage_prior_14d == 0.5", [4]),  # 1 / 2, not integer division
+        ('subscription.status not in ["active", "trialing"]', [2, 4]),  # null status: false
+    ],
+)
+def test_rules_select_hand_checked_customers(
+    engine: Engine, data: Data, text: str, expected: list[int]
+) -> None:
+    assert select_segment(engine, parse_rule(text), AS_OF) == expected
+
+
+def test_exclude_assigned_drops_customers_of_other_experiments(engine: Engine, data: Data) -> None:
+    with Session(engine) as session:
+        for eid in (1, 2):
+            session.add(Experiment(id=eid, key=f"e{eid}", hypothesis="h", spec_hash="x" * 64,
+                                   created_at=AS_OF, updated_at=AS_OF))  # fmt: skip
+        session.flush()
+        for eid, cid in ((1, 1), (2, 2)):
+            session.add(Assignment(experiment_id=eid, customer_id=cid, arm="control",
+                                   bucket=0.5, assigned_at=AS_OF))  # fmt: skip
+        session.commit()
+    everyone = parse_rule("true")
+    assert select_segment(engine, everyone, AS_OF) == [1, 2, 3, 4, 5, 7]
+    assert select_segment(engine, everyone, AS_OF, experiment_id=1) == [1, 2, 3, 4, 5, 7]
+    assert select_segment(engine, everyone, AS_OF, experiment_id=1, exclude_assigned=True) == [
+        1, 3, 4, 5, 7,
+    ]  # fmt: skip
+    assert select_segment(engine, everyone, AS_OF, experiment_id=2, exclude_assigned=True) == [
+        2, 3, 4, 5, 7,
+    ]  # fmt: skip
+    assert select_segment(engine, everyone, AS_OF, exclude_assigned=True) == [3, 4, 5, 7]
+
+
+def test_injection_looking_strings_are_bound_parameters(engine: Engine, data: Data) -> None:
+    texts = [
+        'customer.country == "x\'; DROP TABLE customers; --"',
+        'customer.country in ["US", "\'); DELETE FROM customers; --"] and true',
+        "customer.locale != 'en\\' OR 1=1 --'",
+    ]
+    for text in texts:
+        rule = parse_rule(text)
+        for dialect in (sqlite.dialect(), postgresql.dialect()):
+            sql = str(segment_query(rule, AS_OF).compile(dialect=dialect))
+            assert "DROP" not in sql and "DELETE" not in sql and "OR 1=1" not in sql
+        features = recount(data, AS_OF)
+        expected = [cid for cid, row in sorted(features.items()) if ref_holds(rule, row)]
+        assert select_segment(engine, rule, AS_OF) == expected
+    assert inspect(engine).has_table("customers")
+    with engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(Customer)) == 7  # type: ignore[arg-type]
+
+
+def test_only_the_needed_subqueries_are_joined() -> None:
+    sql = str(segment_query(parse_rule("tenure_days > 1"), AS_OF).compile(dialect=sqlite.dialect()))
+    assert "subscriptions" not in sql and "activity_events" not in sql
+    sql = str(
+        segment_query(parse_rule('subscription.status == "active"'), AS_OF).compile(
+            dialect=sqlite.dialect()
+        )
+    )
+    assert "subscriptions" in sql and "activity_events" not in sql
+
+
+def test_naive_as_of_is_rejected() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        customer_features(datetime(2026, 3, 1))
