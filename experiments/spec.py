@@ -75,10 +75,10 @@ class Arm(StrictModel):
     @field_validator("weight", mode="before")
     @classmethod
     def _weight_is_number(cls, value: object) -> object:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
-            raise ValueError(f"weight must be a positive number such as 1 or 0.5, not {value!r}")
-        return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value) and value > 0:
+                return value
+        raise ValueError(f"weight must be a positive number such as 1 or 0.5, not {value!r}")
 
 
 class Segment(StrictModel):

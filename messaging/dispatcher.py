@@ -167,9 +167,8 @@ class _Dispatcher:
             customer = customers[message.customer_id]
             settings = experiment.settings
             period = settings.frequency_cap_period if settings else None
-            recent = (counts[period] if period in counts else {}).get(
-                (message.customer_id, message.channel), 0
-            )
+            window = counts.get(period, {}) if period is not None else {}
+            recent = window.get((message.customer_id, message.channel), 0)
             if self._handle(
                 message,
                 customer,
@@ -384,7 +383,11 @@ def dispatch_due(
     e.g. ``{"email": ..., "sms": ...}``), in batches of ``batch_size``. Safe to run concurrently
     from several threads or machines: each message is claimed by one worker and sent at most once.
     ``settings_for(experiment_id)`` gives an experiment's policy settings; by default they come from
-    its latest spec snapshot (``messaging.quiet_hours`` and ``messaging.frequency_cap``)."""
+    its latest spec snapshot (``messaging.quiet_hours`` and ``messaging.frequency_cap``).
+
+    A database error (or an exception from ``settings_for``) ends the call; the rest of the
+    claimed batch, never handed to a provider, can be put back with
+    :func:`models.outbox.release_unattempted`."""
     if now.tzinfo is None:
         raise ValueError("dispatch_due() needs a timezone-aware 'now' (UTC)")
     if batch_size < 1:

@@ -7,13 +7,21 @@ outbox row per idempotency key); inserting through them makes every write safe t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Table, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
 CHUNK = 5_000
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table of a SQLModel class, for bulk statements."""
+    mapper = inspect(model)
+    assert mapper is not None, f"{model.__name__} is not a table"
+    return cast(Table, mapper.local_table)
 
 
 def insert_ignoring_conflicts(

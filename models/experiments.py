@@ -14,12 +14,12 @@ from datetime import datetime
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from experiments.assignment import assign
 from experiments.loader import LoadedSpec, parse_spec
 from experiments.spec import ExperimentSpec
-from models.bulk import insert_ignoring_conflicts
+from models.bulk import insert_ignoring_conflicts, table
 from models.customer_data import Customer
 from models.records import Assignment, Experiment, ExperimentSnapshot, Message
 
@@ -140,8 +140,11 @@ def assign_customers(
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start : start + CHUNK]
             external.update(
-                connection.execute(
-                    select(Customer.id, Customer.external_id).where(Customer.id.in_(chunk))  # type: ignore[union-attr]
+                (int(i), str(e))
+                for i, e in connection.execute(
+                    select(col(Customer.id), col(Customer.external_id)).where(
+                        col(Customer.id).in_(chunk)
+                    )
                 ).all()
             )
         salt, arms = _randomisation(spec)
@@ -157,10 +160,7 @@ def assign_customers(
             for customer_id, (arm, bucket) in zip(todo, choices, strict=True)
         ]
         new = insert_ignoring_conflicts(
-            connection,
-            Assignment.__table__,
-            rows,
-            ["experiment_id", "customer_id"],  # type: ignore[attr-defined]
+            connection, table(Assignment), rows, ["experiment_id", "customer_id"]
         )
     return AssignmentSummary(
         new=new,
@@ -183,7 +183,7 @@ def schedule_messages(
                 continue
             assigned = connection.execute(
                 select(Assignment.customer_id, Customer.external_id, Assignment.assigned_at)
-                .join(Customer, Customer.id == Assignment.customer_id)  # type: ignore[arg-type]
+                .join(Customer, col(Customer.id) == col(Assignment.customer_id))
                 .where(Assignment.experiment_id == experiment_id, Assignment.arm == arm.name)
             ).all()
             rows = [
@@ -206,10 +206,7 @@ def schedule_messages(
                 for index, step in enumerate(arm.steps)
             ]
             added += insert_ignoring_conflicts(
-                connection,
-                Message.__table__,
-                rows,
-                ["idempotency_key"],  # type: ignore[attr-defined]
+                connection, table(Message), rows, ["idempotency_key"]
             )
     return added
 

@@ -96,7 +96,7 @@ def _revenue(metric: MetricDefinition, as_of: datetime) -> Expression:
         )
         .scalar_subquery()
     )
-    return cast(paid_cents, Float) / literal(100.0)
+    return cast(cast(paid_cents, Float) / literal(100.0), Float)
 
 
 def _unsubscribed(metric: MetricDefinition, as_of: datetime) -> Expression:

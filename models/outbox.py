@@ -306,7 +306,7 @@ def conditions_met(conn: Connection, message_ids: Iterable[int], now: datetime) 
             )
         ),
     )
-    return set(conn.execute(query).scalars())
+    return {i for i in conn.execute(query).scalars() if i is not None}
 
 
 # --- State changes (each in its own transaction) ---------------------------------------------------

@@ -7,12 +7,13 @@ import hashlib
 from datetime import date, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlmodel import col, select
 
 from experiments.simulation.realise import Events, FinalOutcomes
 from experiments.simulation.response import Population, engagement
-from models.bulk import insert_ignoring_conflicts
+from models.bulk import insert_ignoring_conflicts, table
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
 from models.records import Assignment, Message, OfferGrant, Suppression
 from models.segments import feature_rows
@@ -41,7 +42,7 @@ def write_events(engine: Engine, experiment_id: int, response: str, events: Even
         if events.offers:
             insert_ignoring_conflicts(
                 connection,
-                OfferGrant.__table__,  # type: ignore[attr-defined]
+                table(OfferGrant),
                 [
                     {
                         "experiment_id": experiment_id,
@@ -59,16 +60,18 @@ def write_events(engine: Engine, experiment_id: int, response: str, events: Even
         if events.responses and response == "card_updated_14d":
             connection.execute(
                 update(PaymentMethod)
-                .where(PaymentMethod.customer_id.in_([r.customer_id for r in events.responses]))  # type: ignore[attr-defined]
+                .where(
+                    col(PaymentMethod.customer_id).in_([r.customer_id for r in events.responses])
+                )
                 .values(is_default=False)
             )
             connection.execute(
-                PaymentMethod.__table__.insert(),  # type: ignore[attr-defined]
+                table(PaymentMethod).insert(),
                 [_new_card(r.customer_id, r.at) for r in events.responses],
             )
         elif events.responses and response == "onboarding_completed_14d":
             connection.execute(
-                ActivityEvent.__table__.insert(),  # type: ignore[attr-defined]
+                table(ActivityEvent).insert(),
                 [
                     {
                         "customer_id": r.customer_id,
@@ -82,7 +85,7 @@ def write_events(engine: Engine, experiment_id: int, response: str, events: Even
             )
         elif response == "offer_accepted_14d":
             for r in events.responses:
-                grant = OfferGrant.__table__  # type: ignore[attr-defined]
+                grant = table(OfferGrant)
                 connection.execute(
                     update(grant)
                     .where(
@@ -93,7 +96,7 @@ def write_events(engine: Engine, experiment_id: int, response: str, events: Even
         if events.unsubscribes:
             insert_ignoring_conflicts(
                 connection,
-                Suppression.__table__,  # type: ignore[attr-defined]
+                table(Suppression),
                 [
                     {
                         "customer_id": u.customer_id,
@@ -114,13 +117,13 @@ def write_final(engine: Engine, outcomes: FinalOutcomes) -> None:
         for cancel in outcomes.cancellations:
             connection.execute(
                 update(Subscription)
-                .where(Subscription.customer_id == cancel.customer_id)  # type: ignore[arg-type]
-                .where(Subscription.canceled_at.is_(None))  # type: ignore[union-attr]
+                .where(col(Subscription.customer_id) == cancel.customer_id)
+                .where(col(Subscription.canceled_at).is_(None))
                 .values(status="canceled", canceled_at=cancel.at, cancel_reason="churned")
             )
         if outcomes.renewals:
             connection.execute(
-                Invoice.__table__.insert(),  # type: ignore[attr-defined]
+                table(Invoice).insert(),
                 [
                     {
                         "customer_id": r.customer_id,
@@ -142,22 +145,22 @@ def population_for(
     customer's arm (features as of ``as_of``, the assignment time)."""
     with engine.connect() as connection:
         assigned = connection.execute(
-            select(Assignment.customer_id, Assignment.arm)
-            .where(Assignment.experiment_id == experiment_id)
-            .order_by(Assignment.customer_id)  # type: ignore[arg-type]
+            select(col(Assignment.customer_id), col(Assignment.arm))
+            .where(col(Assignment.experiment_id) == experiment_id)
+            .order_by(col(Assignment.customer_id))
         ).all()
         ids = [int(c) for c, _ in assigned]
         suppressed = set(
             connection.execute(
-                select(Suppression.customer_id, Suppression.channel).where(
-                    Suppression.created_at < as_of  # type: ignore[arg-type]
+                select(col(Suppression.customer_id), col(Suppression.channel)).where(
+                    col(Suppression.created_at) < as_of
                 )
             ).all()
         )
         addresses = {
             int(c): (email, phone)
             for c, email, phone in connection.execute(
-                select(Customer.id, Customer.email, Customer.phone)
+                select(col(Customer.id), col(Customer.email), col(Customer.phone))
             )
         }
     features = {int(row["customer_id"]): row for row in feature_rows(engine, as_of, ids)}  # type: ignore[call-overload]
@@ -192,7 +195,7 @@ def delivered(engine: Engine, experiment_id: int, arm: str, step_index: int) -> 
     """customer id -> sent_at of the messages of one arm step that were really sent."""
     with engine.connect() as connection:
         rows = connection.execute(
-            select(Message.customer_id, Message.sent_at).where(
+            select(col(Message.customer_id), col(Message.sent_at)).where(
                 Message.experiment_id == experiment_id,
                 Message.arm == arm,
                 Message.step_index == step_index,

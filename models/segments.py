@@ -374,12 +374,24 @@ def feature_rows(
 ) -> list[dict[str, object]]:
     """Every field of the given customers (default: all) at ``as_of``, ordered by customer id.
 
-    Numbers come back as int or float, booleans as bool, missing values as None.
+    Numbers come back as int or float, booleans as bool, missing values as None. A long id list
+    is read in chunks, within the databases' limits on bound parameters.
     """
-    query = customer_features(as_of, customer_ids=customer_ids)
+    if customer_ids is None:
+        chunks: list[list[int] | None] = [None]
+    else:
+        ids = sorted(set(customer_ids))
+        chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+    rows: list[dict[str, object]] = []
     with engine.connect() as connection:
-        rows = connection.execute(query.order_by("customer_id")).mappings().all()
-    return [{key: _plain(key, value) for key, value in row.items()} for row in rows]
+        for chunk in chunks:
+            query = customer_features(as_of, customer_ids=chunk).order_by("customer_id")
+            for row in connection.execute(query).mappings():
+                rows.append({key: _plain(key, value) for key, value in row.items()})
+    return rows
+
+
+_CHUNK = 1000  # ids per query; each subquery binds them once (SQLite allows 32766 parameters)
 
 
 def _plain(key: str, value: object) -> object:

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from messaging.channels import ChannelError, OutboxChannel, OutgoingMessage, Receipt
 from messaging.dispatcher import MAX_ATTEMPTS, dispatch_due
-from messaging.policy import NO_LIMITS
+from messaging.policy import NO_LIMITS, PolicySettings
 from messaging.render import sms_segments
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
 from models.db import make_engine, session_scope
@@ -408,11 +408,11 @@ def test_settings_for_overrides_the_spec(engine: Engine, world: World) -> None:
     evening = datetime(2026, 11, 10, 21, 30, tzinfo=UTC)
     seen: list[int] = []
 
-    def no_limits(experiment_id: int) -> object:
+    def no_limits(experiment_id: int) -> PolicySettings:
         seen.append(experiment_id)
         return NO_LIMITS
 
-    summary = dispatch_due(engine, evening, {"email": channel}, settings_for=no_limits)  # type: ignore[arg-type]
+    summary = dispatch_due(engine, evening, {"email": channel}, settings_for=no_limits)
     assert summary.sent == 1 and seen == [world.experiment_id]
 
 
@@ -564,7 +564,6 @@ def test_concurrent_dispatchers_send_each_message_exactly_once(
     errors = [r for r in results.values() if isinstance(r, Exception)]
     assert not errors, errors
     assert Counter(recording.keys) == Counter(keys)  # every key exactly once
-    print("PER WORKER", {k: v.sent for k, v in results.items()})
     assert sum(r.sent for r in results.values()) == len(keys)  # type: ignore[attr-defined]
     assert len(list(tmp_path.rglob("*.txt"))) == len(keys)
     with Session(engine) as session:

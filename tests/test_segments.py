@@ -30,6 +30,7 @@ from experiments.rules import (
     Rule,
     parse_rule,
 )
+from models import segments
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
 from models.records import Assignment, Experiment
 from models.segments import customer_features, feature_rows, segment_query, select_segment
@@ -364,6 +365,17 @@ def test_feature_rows_for_some_customers(engine: Engine, data: Data) -> None:
     assert some == [everyone[1], everyone[4]]
 
 
+def test_feature_rows_in_chunks(
+    engine: Engine, data: Data, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    everyone = feature_rows(engine, AS_OF)
+    monkeypatch.setattr(segments, "_CHUNK", 2)
+    assert feature_rows(engine, AS_OF, customer_ids=[7, 1, 4, 2, 3, 6, 5, 4]) == everyone
+    monkeypatch.setattr(segments, "_CHUNK", 1000)
+    many = [*range(-40_000, 0), 3, 5]  # more ids than SQLite allows parameters in one query
+    assert feature_rows(engine, AS_OF, customer_ids=many) == [everyone[2], everyone[4]]
+
+
 def test_features_move_with_as_of(engine: Engine, data: Data) -> None:
     later = AS_OF + 3 * DAY
     expected = recount(data, later)
@@ -476,7 +488,7 @@ def test_injection_looking_strings_are_bound_parameters(engine: Engine, data: Da
         assert select_segment(engine, rule, AS_OF) == expected
     assert inspect(engine).has_table("customers")
     with engine.connect() as connection:
-        assert connection.scalar(select(func.count()).select_from(Customer)) == 7  # type: ignore[arg-type]
+        assert connection.scalar(select(func.count()).select_from(Customer)) == 7
 
 
 def test_only_the_needed_subqueries_are_joined() -> None:
