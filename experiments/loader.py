@@ -101,6 +101,9 @@ def parse_spec(
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = error.problem or error.context or "invalid YAML"
+        opened = error.context_mark
+        if opened is not None and line is not None and opened.line + 1 != line:
+            problem += f" (the construct opened on line {opened.line + 1} is not closed properly)"
         raise SpecError(
             [SpecProblem(path, line, f"this is not valid YAML: {problem} (check indentation)")]
         ) from None

@@ -75,9 +75,9 @@ class Arm(StrictModel):
     @field_validator("weight", mode="before")
     @classmethod
     def _weight_is_number(cls, value: object) -> object:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if math.isfinite(value) and value > 0:
-                return value
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if numeric and math.isfinite(value) and value > 0:  # type: ignore[arg-type, operator]
+            return value
         raise ValueError(f"weight must be a positive number such as 1 or 0.5, not {value!r}")
 
 

@@ -81,6 +81,14 @@ def validate(
     console.print(f"[green]ok[/green] {len(paths)} experiment file(s) valid")
 
 
+@app.command()
+def fields() -> None:
+    """List the customer fields a segment rule can use, with their types."""
+    from experiments.rules import describe_fields
+
+    console.print(describe_fields(), highlight=False)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema (Alembic migrations; recorded data is kept)."""

@@ -20,8 +20,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
 
-from models.db import make_engine  # noqa: E402
-from models.migrate import upgrade  # noqa: E402
+from models.db import make_engine
+from models.migrate import upgrade
 
 DATABASE_URL = os.environ.get("RETAIN_DATABASE_URL", "")
 ON_POSTGRES = make_url(DATABASE_URL).get_backend_name() == "postgresql" if DATABASE_URL else False

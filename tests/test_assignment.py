@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -47,5 +48,5 @@ def test_proportions_follow_weights() -> None:
 def test_bucket_ranges_cover_unit_interval() -> None:
     ranges = bucket_ranges([("x", 0.3), ("y", 0.3), ("z", 0.4)])
     assert ranges[0].start == 0.0 and ranges[-1].end == 1.0
-    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(ranges))
     assert choose_arm(0.9999999, ranges) == "z"

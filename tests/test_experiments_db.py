@@ -62,9 +62,9 @@ def test_rerun_neither_rerandomises_nor_reschedules(engine: Engine) -> None:
     assert not again.created and not again.new_snapshot
     second = assign_customers(engine, reg.experiment_id, loaded.spec, ids, later)
     assert second.new == 20 and second.already_assigned == 40
-    assert schedule_messages(engine, reg.experiment_id, loaded.spec, later) == 2 * second.by_arm.get(
-        "email_sms", 0
-    )
+    assert schedule_messages(
+        engine, reg.experiment_id, loaded.spec, later
+    ) == 2 * second.by_arm.get("email_sms", 0)
     assert schedule_messages(engine, reg.experiment_id, loaded.spec, later) == 0
     with engine.connect() as connection:
         after = dict(connection.execute(select(Assignment.customer_id, Assignment.arm)).all())
@@ -106,7 +106,9 @@ def test_changing_arms_of_a_running_experiment_is_refused(engine: Engine) -> Non
     reg = register_experiment(engine, loaded, T0)
     assign_customers(engine, reg.experiment_id, loaded.spec, ids, T0)
 
-    reweighted = parse_spec(SPEC.replace("{name: control, weight: 1}", "{name: control, weight: 3}"), "r.yaml")
+    reweighted = parse_spec(
+        SPEC.replace("{name: control, weight: 1}", "{name: control, weight: 3}"), "r.yaml"
+    )
     assert reweighted.spec.arms[0].weight == 3
     with pytest.raises(ExperimentChangeError, match="would move them between arms"):
         register_experiment(engine, reweighted, T0)

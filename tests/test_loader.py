@@ -52,7 +52,10 @@ def test_valid_file_parses_with_defaults_and_hash() -> None:
     assert loaded.spec.salt == "test-exp"
     assert loaded.spec.arm("email").steps[0].at.days == 0
     assert len(loaded.sha256) == 64
-    assert loaded.spec.metrics.roles() == [("card_updated_14d", "primary"), ("retained_30d", "secondary")]
+    assert loaded.spec.metrics.roles() == [
+        ("card_updated_14d", "primary"),
+        ("retained_30d", "secondary"),
+    ]
 
 
 def test_unknown_field_names_its_line() -> None:

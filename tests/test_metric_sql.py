@@ -141,9 +141,7 @@ def test_sql_aggregates_equal_python_recount(engine: Engine) -> None:
     assign_customers(engine, reg.experiment_id, loaded.spec, ids, T0)
     expected = _random_history(engine, ids, rng)
     with Session(engine) as session:
-        arms = {
-            a.customer_id: a.arm for a in session.exec(select(Assignment))
-        }
+        arms = {a.customer_id: a.arm for a in session.exec(select(Assignment))}
     as_of = T0 + timedelta(days=100)
     for name in CATALOGUE:
         values = metric_values(engine, reg.experiment_id, name, as_of)
