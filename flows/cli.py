@@ -37,7 +37,9 @@ db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 console = Console()
-errors = Console(stderr=True)
+if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
+    console.width = 130
+errors = Console(stderr=True, soft_wrap=True)
 
 AsOf = Annotated[
     datetime | None,

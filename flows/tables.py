@@ -7,10 +7,10 @@ from rich.table import Table
 from experiments.report import Report
 
 
-def _fmt(value: float | None, kind: str) -> str:
+def _lift(value: float | None, kind: str) -> str:
     if value is None:
         return "–"
-    return f"{value * 100:+.2f} pp" if kind == "binary" else f"{value:+.2f}"
+    return f"{value * 100:+.2f}pp" if kind == "binary" else f"{value:+.2f}"
 
 
 def _mean(value: float | None, kind: str) -> str:
@@ -20,42 +20,40 @@ def _mean(value: float | None, kind: str) -> str:
 
 
 def report_table(report: Report) -> Table:
-    """One row per metric and arm: n, estimate, lift vs baseline with its 95% CI, p-value and the
-    planted true lift when known (binary lifts in percentage points)."""
-    srm = "ok" if report.srm.ok else "[red]SAMPLE RATIO MISMATCH[/red]"
+    """One row per metric and arm: n, estimate, lift vs the baseline with its 95% CI, p-value and
+    the planted true lift when known (binary metrics in percent, lifts in percentage points)."""
+    srm = "ok" if report.srm.ok else "[bold red]SAMPLE RATIO MISMATCH[/bold red]"
     table = Table(
-        title=f"{report.experiment}  (baseline {report.baseline}; SRM p={report.srm.p_value:.3f} {srm})",
+        title=(
+            f"[bold]{report.experiment}[/bold]  baseline: {report.baseline}; "
+            f"sample ratio p={report.srm.p_value:.3f} {srm}"
+        ),
         title_justify="left",
     )
-    for column in (
-        "metric",
-        "arm",
-        "n",
-        "estimate",
-        "lift vs baseline",
-        "95% CI",
-        "p-value",
-        "planted lift",
-    ):
-        table.add_column(column, justify="left" if column in ("metric", "arm") else "right")
+    table.add_column("metric")
+    table.add_column("arm")
+    for column in ("n", "estimate", "lift", "95% CI", "p-value", "planted"):
+        table.add_column(column, justify="right", no_wrap=True)
     for metric in report.metrics:
         comparisons = {c.arm: c for c in metric.comparisons}
-        for arm in metric.arms:
+        for i, arm in enumerate(metric.arms):
+            label = metric.name if i == 0 else f"[dim]{metric.role}[/dim]" if i == 1 else ""
             c = comparisons.get(arm.name)
+            if c is None:
+                table.add_row(label, arm.name, f"{arm.n:,}", _mean(arm.mean, metric.kind))
+                continue
             ci = "–"
-            if c is not None and c.abs_ci is not None:
-                ci = f"[{_fmt(c.abs_ci[0], metric.kind)}, {_fmt(c.abs_ci[1], metric.kind)}]"
+            if c.abs_ci is not None:
+                ci = f"[{_lift(c.abs_ci[0], metric.kind)}, {_lift(c.abs_ci[1], metric.kind)}]"
             table.add_row(
-                f"{metric.name} ({metric.role})" if arm.name == report.baseline else "",
+                label,
                 arm.name,
                 f"{arm.n:,}",
                 _mean(arm.mean, metric.kind),
-                _fmt(c.abs_lift, metric.kind) if c else "",
-                ci if c else "",
-                (f"{c.p_value:.4f}" if c.p_value is not None else "–") if c else "",
-                _fmt(c.planted_abs_lift, metric.kind)
-                if c and c.planted_abs_lift is not None
-                else "",
+                _lift(c.abs_lift, metric.kind),
+                ci,
+                "–" if c.p_value is None else f"{c.p_value:.4f}",
+                "" if c.planted_abs_lift is None else _lift(c.planted_abs_lift, metric.kind),
             )
         table.add_section()
     return table

@@ -162,10 +162,11 @@ def assign_customers(
         new = insert_ignoring_conflicts(
             connection, table(Assignment), rows, ["experiment_id", "customer_id"]
         )
+    counts = Counter(arm for arm, _ in choices)
     return AssignmentSummary(
         new=new,
         already_assigned=len(set(customer_ids) & existing),
-        by_arm=dict(Counter(arm for arm, _ in choices)),
+        by_arm={arm.name: counts[arm.name] for arm in spec.arms},
     )
 
 

@@ -1,0 +1,1 @@
+"""The synthetic subscription business and its simulated customers, for ``retain demo``."""
