@@ -13,11 +13,12 @@ ACTIVITY_DAYS = 60
 def _usage(rng: np.random.Generator, life: Life) -> tuple[Ints, Strs, Ints, Ints]:
     """``login`` and ``feature_use`` rows for the 60 full calendar days before as_of's date.
 
-    Each customer has a weekly routine: ``workdays`` fixed weekdays (about half of them also
-    feature days) with a habitual number of logins (1–2) and feature uses (1–3), give or take one.
-    A routine day is kept with probability 96 %, cut to 15 % inside a usage decline, 10 % while
-    paused and 50 % before onboarding is completed. Routines keep two 14-day windows comparable,
-    so "last 14 days below half the prior 14" mostly means a real decline.
+    Each customer has a weekly routine: ``workdays`` fixed weekdays (about 70 % of them also
+    feature days) with a habitual number of logins (1–3) and feature uses (2–4) a day, sometimes
+    one more. A routine day is kept with probability 96 %, cut to 15 % of that during a dip or a
+    disengagement, to 10 % while paused and to 50 % before onboarding is completed. Routines keep
+    two 14-day windows comparable, so "last 14 days below half the prior 14" mostly means a real
+    fall in usage.
     """
     s, clock = life.s, life.clock
     today = (clock.as_of // DAY) * DAY - clock.as_of
