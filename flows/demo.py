@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from experiments.simulation.business import BusinessConfig, generate_business
-from models.seed import SeedSummary, seed_business
-
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report
+from experiments.simulation.business import BusinessConfig, generate_business
 from experiments.simulation.realise import ResponseRun
 from experiments.simulation.response import HORIZON_DAYS, family_for, planted_effects
 from flows.pipeline import dispatch_messages, evaluate_experiment, run_experiment
@@ -26,6 +24,7 @@ from messaging.render import template_exists
 from models.db import engine_for, redact
 from models.migrate import upgrade
 from models.outcomes import delivered, population_for, write_events, write_final
+from models.seed import SeedSummary, seed_business
 
 DEFINITIONS = Path(__file__).resolve().parent.parent / "experiments" / "definitions"
 DEMO_EXPERIMENTS = ("card-expiry-reminder", "onboarding-checkin", "falling-usage-offer")

@@ -40,6 +40,7 @@ from messaging.render import (
     RenderedMessage,
     TemplateError,
     build_links,
+    message_token,
     render,
 )
 from models import outbox
@@ -358,7 +359,7 @@ def _context(
             offer = OfferContext(arm_offer.kind, arm_offer.percent, arm_offer.months)
     card = customer.card
     return MessageContext(
-        links=build_links(customer.external_id, message.idempotency_key),
+        links=build_links(customer.external_id, message_token(message.idempotency_key)),
         first_name=customer.name.split()[0] if customer.name.strip() else None,
         name=customer.name or None,
         plan=customer.plan,

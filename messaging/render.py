@@ -15,6 +15,7 @@ comes from the same locale as the text body, or is absent. Templates see the fie
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -91,9 +92,15 @@ class RenderedMessage:
     sms_segments: int | None
 
 
+def message_token(idempotency_key: str) -> str:
+    """A short, stable token naming one message in links: the first 12 hex digits of the sha256
+    of its idempotency key (short enough to keep an SMS in one segment; not a secret)."""
+    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]
+
+
 def build_links(customer_external_id: str, token: str, base_url: str | None = None) -> Links:
-    """Links for a message, ``<base>/<action>/<customer external id>/<token>``: the token is the
-    message's idempotency key (never a secret). Path segments rather than a query string keep SMS
+    """Links for a message, ``<base>/<action>/<customer external id>/<token>``: the token is
+    :func:`message_token` of the message's idempotency key (never a secret). Path segments rather than a query string keep SMS
     bodies short. ``base_url`` defaults to ``RETAIN_APP_BASE_URL`` or ``https://app.example.com``."""
     base = (base_url or os.environ.get("RETAIN_APP_BASE_URL") or DEFAULT_APP_BASE_URL).rstrip("/")
     tail = f"{quote(customer_external_id, safe='')}/{quote(token, safe=':')}"

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from messaging.channels import ChannelError, OutboxChannel, OutgoingMessage, Receipt
 from messaging.dispatcher import MAX_ATTEMPTS, dispatch_due
 from messaging.policy import NO_LIMITS, PolicySettings
-from messaging.render import sms_segments
+from messaging.render import message_token, sms_segments
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
 from models.db import make_engine, session_scope
 from models.outbox import release_unattempted, stuck_messages
@@ -238,14 +238,14 @@ def test_sends_due_messages_once_and_writes_readable_files(
     assert "Subject: Your Visa card ending in 4242 expires at the end of November 2026" in english
     assert f"X-Retain-Key: {email_1}" in english
     assert "Hi Anna1," in english
-    assert f"https://app.example.com/pay/cus_0001/{email_1}" in english
+    assert f"https://app.example.com/pay/cus_0001/{message_token(email_1)}" in english
     swedish = next(c for c in content if "anna2@example.com" in c)
     assert "Subject: Ditt Visa-kort som slutar på 4242 går ut i slutet av november 2026" in swedish
     assert email_file.suffix == ".txt"
     sms_text = next(tmp_path.glob("card-expiry-reminder/sms/*.txt")).read_text(encoding="utf-8")
     assert "To: +46701234567" in sms_text
     body = sms_text.split("\n\n", 1)[1].rstrip("\n")
-    assert f"Segments: {sms_segments(body)}" in sms_text and sms_segments(body) == 2  # long key
+    assert f"Segments: {sms_segments(body)}" in sms_text and sms_segments(body) == 1  # short token
     assert "your Visa ending 4242 expires 11/2026" in sms_text
 
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.*")}
