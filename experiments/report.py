@@ -376,6 +376,11 @@ def _ci_label(alpha: float) -> str:
     return f"{100 * (1 - alpha):g}% CI"
 
 
+def _when(iso: str) -> str:
+    """An ISO timestamp as people read it: ``2026-11-21 06:08 UTC``."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @functools.cache
 def _environment(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(
@@ -393,6 +398,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         p=fmt_p,
         p_clause=fmt_p_clause,
         md=_md_text,
+        when=_when,
     )
     env.globals.update(
         lift_ci=fmt_lift_ci,

@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -59,6 +59,11 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def _quiet_prefect(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+
+
+def _fail(message: str) -> NoReturn:
+    errors.print(f"[red]error[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
 
 
 def _validate_or_exit(paths: list[Path]) -> None:
@@ -114,11 +119,15 @@ def run(
     _quiet_prefect(verbose)
     from flows.pipeline import run_experiment
     from models.db import make_engine
+    from models.experiments import ExperimentChangeError
     from models.migrate import upgrade
 
     upgrade(make_engine())
     for path in paths:
-        summary = run_experiment(str(path), as_of=_utc(as_of))
+        try:
+            summary = run_experiment(str(path), as_of=_utc(as_of))
+        except ExperimentChangeError as error:
+            _fail(str(error))
         console.print(
             f"{summary.experiment}: {summary.segment_size:,} in segment, "
             f"{summary.newly_assigned:,} newly assigned {summary.by_arm}, "
@@ -155,9 +164,12 @@ def evaluate(
     """Aggregate an experiment's metrics per arm in SQL, run the tests and write its report."""
     _quiet_prefect(verbose)
     from flows.pipeline import evaluate_experiment
-
-    report = evaluate_experiment(key, str(out / key), as_of=_utc(as_of))
     from flows.tables import report_table
+
+    try:
+        report = evaluate_experiment(key, str(out / key), as_of=_utc(as_of))
+    except KeyError as error:
+        _fail(str(error.args[0]))
 
     console.print(report_table(report))
     console.print(f"report written to {out / key}")
@@ -186,6 +198,7 @@ def demo(
     _quiet_prefect(verbose)
     from flows.demo import DemoConfig, run_demo
     from flows.tables import report_table
+    from models.seed import SeedError
 
     started = time.monotonic()
     with Progress(
@@ -203,11 +216,14 @@ def demo(
                 tasks[stage] = bar.add_task(f"seeding {stage}", total=total)
             bar.update(tasks[stage], completed=done)
 
-        result = run_demo(
-            DemoConfig(out_dir=out, customers=customers, seed=seed, database_url=database_url),
-            progress=progress,
-            log=lambda line: console.print(f"[dim]{line}[/dim]", highlight=False),
-        )
+        try:
+            result = run_demo(
+                DemoConfig(out_dir=out, customers=customers, seed=seed, database_url=database_url),
+                progress=progress,
+                log=lambda line: console.print(f"[dim]{line}[/dim]", highlight=False),
+            )
+        except SeedError as error:
+            _fail(f"{error}; give the demo an empty database, or leave out --database-url")
     for key, report in result.reports.items():
         console.print(report_table(report))
         console.print(f"  report: {result.report_dirs[key]}/report.html\n", highlight=False)

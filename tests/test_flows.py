@@ -98,3 +98,31 @@ def test_run_dispatch_evaluate_is_idempotent(
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert scalar(engine, select(func.count()).select_from(Result)) == 1
     assert scalar(engine, select(func.count()).select_from(Assignment)) == 30
+
+
+def test_cli_errors_are_one_line_without_traceback(
+    prefect_api: None,
+    engine: Engine,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.setenv("RETAIN_DATABASE_URL", database_url)
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", "no-such-experiment", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no experiment 'no-such-experiment'" in result.output
+    assert "Traceback" not in result.output
+
+    add_customers(engine, 8)
+    spec_path = tmp_path / "flow-reminder.yaml"
+    spec_path.write_text(SPEC)
+    assert runner.invoke(app, ["run", str(spec_path)]).exit_code == 0
+    spec_path.write_text(SPEC.replace("{name: control, weight: 1}", "{name: control, weight: 2}"))
+    result = runner.invoke(app, ["run", str(spec_path)])
+    assert result.exit_code == 2
+    assert "would move them between arms" in result.output and "Traceback" not in result.output
