@@ -57,6 +57,13 @@ CATALOGUE: dict[str, MetricDefinition] = {
             unit="USD",
         ),
         MetricDefinition(
+            "net_revenue_90d",
+            "continuous",
+            90,
+            "revenue within 90 days minus the experiment's message and offer costs",
+            unit="USD",
+        ),
+        MetricDefinition(
             "unsubscribed_30d",
             "binary",
             30,

@@ -1,228 +1,46 @@
-"""The experiment report: the ``report.json`` contract (pydantic), rendered as Markdown and HTML.
+"""The experiment report rendered for people: Markdown and one self-contained HTML page.
 
-``build_report`` runs the v1 tests of :mod:`experiments.stats` on per-arm sufficient statistics and
-returns a :class:`Report`; ``write_report`` writes ``report.json``, ``report.md`` and
-``report.html``. The field names of :class:`Report` are documented for users: do not rename them.
-Templates live in ``experiments/report_templates`` and are rendered with jinja2 (HTML autoescaped).
+The contract is in :mod:`experiments.report_models`; :func:`experiments.analysis.build_report`
+fills it (both are re-exported here). ``write_report`` writes ``report.json``, ``report.md`` and
+``report.html``. Templates live in ``experiments/report_templates`` and are rendered with jinja2
+(HTML autoescaped); the helpers below turn numbers into the words and SVG geometry they show.
 """
 
 from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
-from pydantic import BaseModel, ConfigDict
 
-from experiments.metrics import MetricKind, MetricRole
-from experiments.stats import ComparisonStatus, SampleStats, compare, srm_test
+from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput, build_report
+from experiments.report_models import (
+    Comparison,
+    MetricReport,
+    Report,
+    SurvivalArm,
+    SurvivalReport,
+)
 
+__all__ = [
+    "LOWER_IS_BETTER",
+    "AnalysisSettings",
+    "MetricInput",
+    "Report",
+    "SurvivalInput",
+    "build_report",
+    "render_html",
+    "render_markdown",
+    "write_report",
+]
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArmSummary(_Model):
-    name: str
-    weight: float
-    n: int
-
-
-class SrmSummary(_Model):
-    p_value: float
-    ok: bool
-    chi2: float
-    expected: dict[str, float]
-
-
-class ArmMetricStats(_Model):
-    name: str
-    n: int
-    mean: float
-    sum: float
-    variance: float
-
-
-class Comparison(_Model):
-    arm: str
-    baseline: str
-    abs_lift: float | None
-    abs_ci: tuple[float, float] | None
-    rel_lift: float | None
-    rel_ci: tuple[float, float] | None
-    p_value: float | None
-    method: str
-    status: ComparisonStatus
-    significant: bool
-    planted_abs_lift: float | None
-
-
-class MetricReport(_Model):
-    name: str
-    kind: MetricKind
-    role: MetricRole
-    description: str
-    arms: list[ArmMetricStats]
-    comparisons: list[Comparison]
-
-
-class Report(_Model):
-    experiment: str
-    hypothesis: str
-    computed_at: str
-    as_of: str
-    alpha: float
-    baseline: str
-    arms: list[ArmSummary]
-    srm: SrmSummary
-    metrics: list[MetricReport]
-
-
-@dataclass(frozen=True)
-class MetricInput:
-    """One metric to report: its catalogue facts and the sufficient statistics of every arm."""
-
-    name: str
-    kind: MetricKind
-    role: MetricRole
-    description: str
-    arm_stats: Mapping[str, SampleStats]
-
-
-def _iso_utc(value: datetime, field: str) -> str:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"build_report: {field} must be timezone-aware (UTC), got {value!r}")
-    return value.astimezone(UTC).isoformat()
-
-
-def _check_inputs(
-    baseline: str,
-    arm_weights: Mapping[str, float],
-    metrics: Sequence[MetricInput],
-    planted: Mapping[tuple[str, str], float],
-) -> MetricInput:
-    """Validate the inputs of build_report and return the primary metric."""
-    arms = list(arm_weights)
-    if len(arms) < 2:
-        raise ValueError(f"build_report needs at least 2 arms in arm_weights, got {arms}")
-    if baseline not in arm_weights:
-        raise ValueError(f"build_report: baseline arm {baseline!r} is not one of the arms {arms}")
-    names = [m.name for m in metrics]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"build_report: metric names must be unique, repeated: {duplicates}")
-    for m in metrics:
-        if set(m.arm_stats) != set(arms):
-            raise ValueError(
-                f"build_report: metric {m.name!r} has statistics for arms {sorted(m.arm_stats)} "
-                f"but the experiment's arms are {sorted(arms)}"
-            )
-    primaries = [m.name for m in metrics if m.role == "primary"]
-    if len(primaries) != 1:
-        raise ValueError(
-            f"build_report needs exactly one metric with role 'primary', got {primaries or 'none'}"
-        )
-    for metric_name, arm in planted:
-        if metric_name not in names or arm not in arms or arm == baseline:
-            raise ValueError(
-                f"build_report: planted effect for ({metric_name!r}, {arm!r}) does not name a "
-                f"reported metric and a non-baseline arm (metrics {names}, arms {arms})"
-            )
-    return next(m for m in metrics if m.role == "primary")
-
-
-def _arm_stats(name: str, s: SampleStats) -> ArmMetricStats:
-    return ArmMetricStats(name=name, n=s.n, mean=s.mean, sum=float(s.sum), variance=s.variance)
-
-
-def _metric_report(
-    m: MetricInput,
-    baseline: str,
-    arms: Sequence[str],
-    alpha: float,
-    planted: Mapping[tuple[str, str], float],
-) -> MetricReport:
-    base = m.arm_stats[baseline]
-    comparisons = []
-    for arm in arms:
-        if arm == baseline:
-            continue
-        result = compare(m.kind, m.arm_stats[arm], base, alpha)
-        comparisons.append(
-            Comparison(
-                arm=arm,
-                baseline=baseline,
-                abs_lift=result.abs_lift,
-                abs_ci=result.abs_ci,
-                rel_lift=result.rel_lift,
-                rel_ci=result.rel_ci,
-                p_value=result.p_value,
-                method=result.method,
-                status=result.status,
-                significant=result.p_value is not None and result.p_value < alpha,
-                planted_abs_lift=planted.get((m.name, arm)),
-            )
-        )
-    return MetricReport(
-        name=m.name,
-        kind=m.kind,
-        role=m.role,
-        description=m.description,
-        arms=[_arm_stats(a, m.arm_stats[a]) for a in arms],
-        comparisons=comparisons,
-    )
-
-
-def build_report(
-    *,
-    experiment: str,
-    hypothesis: str,
-    computed_at: datetime,
-    as_of: datetime,
-    alpha: float,
-    baseline: str,
-    arm_weights: Mapping[str, float],
-    metrics: Sequence[MetricInput],
-    planted: Mapping[tuple[str, str], float] | None = None,
-) -> Report:
-    """Compare every non-baseline arm with ``baseline`` on every metric and check the sample ratio.
-
-    The SRM check uses the arms' ``n`` in the primary metric (every metric is measured on the same
-    assigned population) against ``arm_weights``. ``planted`` maps ``(metric, arm)`` to the true
-    absolute lift, known only in the synthetic demo. ``significant`` is ``p_value < alpha``; no
-    multiple-comparison correction is applied in v1. Raises ValueError naming the bad input.
-    """
-    if not 0 < alpha < 1:
-        raise ValueError(f"build_report: alpha must be strictly between 0 and 1, got {alpha!r}")
-    planted = planted or {}
-    primary = _check_inputs(baseline, arm_weights, metrics, planted)
-    arms = list(arm_weights)
-    counts = [primary.arm_stats[a].n for a in arms]
-    srm = srm_test(counts, [arm_weights[a] for a in arms])
-    return Report(
-        experiment=experiment,
-        hypothesis=hypothesis,
-        computed_at=_iso_utc(computed_at, "computed_at"),
-        as_of=_iso_utc(as_of, "as_of"),
-        alpha=alpha,
-        baseline=baseline,
-        arms=[
-            ArmSummary(name=a, weight=arm_weights[a], n=n)
-            for a, n in zip(arms, counts, strict=True)
-        ],
-        srm=SrmSummary(
-            p_value=srm.p_value,
-            ok=srm.ok,
-            chi2=srm.chi2,
-            expected=dict(zip(arms, srm.expected, strict=True)),
-        ),
-        metrics=[_metric_report(m, baseline, arms, alpha, planted) for m in metrics],
-    )
-
+LOWER_IS_BETTER: frozenset[str] = frozenset({"unsubscribed_30d"})
+"""Metrics whose good direction is down; for every other catalogue metric higher is better."""
 
 # --- formatting shared by both renderings -------------------------------------------------------
 
@@ -232,6 +50,15 @@ _STATUS_NOTES: dict[str, str] = {
     "n_too_small": "too few customers to compare yet (at least 2 per arm are needed)",
     "zero_variance": "every customer in both arms has the same value, so no test is possible yet",
     "zero_baseline": "the baseline is 0, so the relative lift is undefined",
+    "horizon_beyond_follow_up": "not every arm has been followed up to the horizon yet",
+    "no_events": "nobody has churned yet",
+    "no_information": "no day had churn while two arms were still followed",
+    "reduced_df": "some arm carries no information, so only the others are compared",
+}
+_CORRECTIONS = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "no"}
+_OMNIBUS = {
+    "chi_square_independence": ("chi-square test", "chi-square"),
+    "welch_anova": ("Welch's ANOVA", "F"),
 }
 
 
@@ -247,6 +74,14 @@ def fmt_lift(value: float | None, kind: str) -> str:
     if value is None:
         return _DASH
     return f"{100 * value:+.2f} pp" if kind == "binary" else f"{value:+,.2f}"
+
+
+def fmt_amount(value: float | None, kind: str) -> str:
+    """An unsigned amount in the units of :func:`fmt_lift` (``< 0.01`` when it rounds to 0)."""
+    if value is None:
+        return _DASH
+    shown, unit = (100 * value, " pp") if kind == "binary" else (value, "")
+    return f"< 0.01{unit}" if 0 < shown < 0.005 else f"{shown:,.2f}{unit}"
 
 
 def fmt_ci(ci: Sequence[float] | None, kind: str) -> str:
@@ -275,6 +110,15 @@ def fmt_rel_ci(value: float | None, ci: Sequence[float] | None) -> str:
     return text if ci is None else f"{text} [{100 * ci[0]:+.1f}%, {100 * ci[1]:+.1f}%]"
 
 
+def fmt_share(value: float | None) -> str:
+    """A probability or share as a percentage with one decimal (never a rounded 0% or 100%)."""
+    if value is None:
+        return _DASH
+    if value > 0.999:
+        return "> 99.9%"
+    return "< 0.1%" if value < 0.001 else f"{100 * value:.1f}%"
+
+
 def fmt_p(value: float | None) -> str:
     """A p-value for tables: 3 decimals, ``< 0.001`` below that."""
     if value is None:
@@ -289,36 +133,144 @@ def fmt_p_clause(value: float | None) -> str:
     return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
+def planted_coverage(c: Comparison) -> str:
+    """``inside CI`` or ``outside CI`` for the planted effect; empty without one or a CI."""
+    if c.planted_abs_lift is None or c.abs_ci is None:
+        return ""
+    inside = c.abs_ci[0] <= c.planted_abs_lift <= c.abs_ci[1]
+    return "inside CI" if inside else "outside CI"
+
+
 def planted_note(c: Comparison, kind: str) -> str:
     """The planted (true) effect and whether the CI covers it; empty when nothing was planted."""
     if c.planted_abs_lift is None:
         return ""
+    coverage = planted_coverage(c)
     text = fmt_lift(c.planted_abs_lift, kind)
-    if c.abs_ci is None:
-        return text
-    inside = c.abs_ci[0] <= c.planted_abs_lift <= c.abs_ci[1]
-    return f"{text} ({'inside' if inside else 'outside'} CI)"
+    return f"{text} ({coverage})" if coverage else text
 
 
-def verdict(c: Comparison) -> str:
-    """A plain-English verdict for one comparison."""
+# --- what the numbers mean ----------------------------------------------------------------------
+
+
+def lower_is_better(metric: MetricReport) -> bool:
+    """Whether a decrease of ``metric`` is the good direction (see :data:`LOWER_IS_BETTER`)."""
+    return metric.name in LOWER_IS_BETTER
+
+
+def tone(metric: MetricReport, c: Comparison) -> str:
+    """``"good"`` or ``"bad"`` for a significant move in the metric's good or bad direction,
+    ``"flat"`` otherwise."""
+    if not c.significant or not c.abs_lift:
+        return "flat"
+    return "bad" if (c.abs_lift > 0) == lower_is_better(metric) else "good"
+
+
+def verdict(c: Comparison, metric: MetricReport | None = None) -> str:
+    """A plain-English verdict for one comparison; a move in the bad direction of ``metric``
+    (an increase of unsubscribes, say) reads as a warning, never as a win."""
     if c.status in ("n_too_small", "zero_variance"):
         return f"no verdict: {_STATUS_NOTES[c.status]}"
-    if c.significant and c.abs_lift is not None:
-        direction = "higher" if c.abs_lift > 0 else "lower"
-        return f"significantly {direction} than {c.baseline}"
+    if c.significant and c.abs_lift:
+        text = f"significantly {'higher' if c.abs_lift > 0 else 'lower'} than {c.baseline}"
+        if metric is not None and tone(metric, c) == "bad":
+            better = "lower" if lower_is_better(metric) else "higher"
+            return f"warning: {text} ({better} is better)"
+        return text
     return f"no significant difference from {c.baseline}"
+
+
+def best_arm(metric: MetricReport) -> Comparison | None:
+    """The comparison with the largest significant move in the metric's good direction."""
+    winners = [c for c in metric.comparisons if tone(metric, c) == "good"]
+    return max(winners, key=lambda c: abs(c.abs_lift or 0), default=None)
+
+
+def guardrail_warnings(report: Report) -> list[tuple[MetricReport, Comparison]]:
+    """Guardrail comparisons that moved significantly in the bad direction."""
+    return [
+        (m, c)
+        for m in report.metrics
+        if m.role == "guardrail"
+        for c in m.comparisons
+        if tone(m, c) == "bad"
+    ]
+
+
+def headline_ci(c: Comparison) -> tuple[float, float] | None:
+    """The absolute CI of the headline method: always-valid for sequential, else fixed."""
+    if c.headline == "sequential":
+        return c.sequential.abs_ci if c.sequential is not None else None
+    return c.abs_ci
+
+
+def ci_name(c: Comparison, alpha: float) -> str:
+    """``always-valid 95% CI`` for a sequential headline, ``95% CI`` for a fixed one."""
+    label = _ci_label(alpha)
+    return f"always-valid {label}" if c.headline == "sequential" else label
+
+
+def correction_name(correction: str) -> str:
+    """``Holm``, ``Benjamini–Hochberg`` or ``no``, as in "Holm correction"."""
+    return _CORRECTIONS.get(correction, correction)
+
+
+def adjusted_p_clause(c: Comparison) -> str:
+    """The p-value that decides ``significant``, and how it was adjusted, for sentences."""
+    if c.correction == "none":
+        return f"{fmt_p_clause(c.p_value_adjusted)} (no correction for multiple comparisons)"
+    clause = fmt_p_clause(c.p_value_adjusted)
+    return f"adjusted {clause} ({correction_name(c.correction)} correction)"
+
+
+def chance_to_beat(metric: MetricReport, c: Comparison) -> float | None:
+    """P(arm is better than the baseline): ``P(T > B)``, or ``1 - P(T > B)`` when lower is better
+    (the posteriors are continuous, so ties have probability 0)."""
+    b = c.bayes
+    if b is None or b.chance_to_beat is None:
+        return None
+    return 1 - b.chance_to_beat if lower_is_better(metric) else b.chance_to_beat
+
+
+def expected_loss(metric: MetricReport, c: Comparison) -> float | None:
+    """Risk of shipping the arm, the expected loss if it is in fact worse: ``E[max(B - T, 0)]``,
+    or ``E[max(T - B, 0)]`` (the summary's ``risk_baseline``) when lower is better."""
+    if c.bayes is None:
+        return None
+    return c.bayes.risk_baseline if lower_is_better(metric) else c.bayes.risk
+
+
+def cuped_note(metric: MetricReport) -> str:
+    """``variance reduced by N% using pre-period data`` when CUPED was applied, else empty."""
+    for c in metric.comparisons:
+        cu = c.cuped
+        if cu is not None and cu.applied and cu.variance_reduction is not None:
+            share = 100 * cu.variance_reduction
+            amount = f"{share:.0f}%" if share >= 0.5 else "less than 1%"
+            return f"variance reduced by {amount} using pre-period data"
+    return ""
+
+
+def fisher_arms(metric: MetricReport) -> list[str]:
+    """Arms whose p-value comes from Fisher's exact test (few conversions)."""
+    return [c.arm for c in metric.comparisons if c.method == "fisher_exact"]
+
+
+def omnibus_sentence(metric: MetricReport) -> str:
+    """Whether the arms differ at all (k >= 3 arms); empty when there is no omnibus test."""
+    o = metric.omnibus
+    if o is None:
+        return ""
+    name, symbol = _OMNIBUS.get(o.method, (o.method, "statistic"))
+    question = f"Do the {len(metric.arms)} arms differ at all? {name}"
+    if o.statistic is None:
+        return f"{question}: not computed ({_STATUS_NOTES.get(o.status, o.status)})."
+    return f"{question}: {symbol} = {o.statistic:.2f} on {o.df} df, {fmt_p_clause(o.p_value)}."
 
 
 def arm_mean(metric: MetricReport, arm: str) -> float | None:
     """The mean of ``arm`` on ``metric``."""
     return next((a.mean for a in metric.arms if a.name == arm), None)
-
-
-def best_arm(metric: MetricReport) -> Comparison | None:
-    """The comparison with the largest significant positive lift, if any."""
-    winners = [c for c in metric.comparisons if c.significant and (c.abs_lift or 0) > 0]
-    return max(winners, key=lambda c: c.abs_lift or 0, default=None)
 
 
 def any_planted(metrics: Sequence[MetricReport]) -> bool:
@@ -331,25 +283,44 @@ def primary_metric(report: Report) -> MetricReport | None:
     return next((m for m in report.metrics if m.role == "primary"), None)
 
 
+def prior_text(priors: dict[str, float | None]) -> str:
+    """The Bayesian priors in words."""
+    beta = f"Beta({priors.get('beta_alpha'):g}, {priors.get('beta_beta'):g})"
+    variance = priors.get("normal_variance")
+    normal = (
+        "a flat prior"
+        if variance is None
+        else f"a normal prior with mean {priors.get('normal_mean'):g} and variance {variance:g}"
+    )
+    return f"{beta} on each arm's rate for binary metrics, {normal} on the difference otherwise"
+
+
+# --- SVG geometry -------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class CiBar:
-    """SVG geometry (pixels) of one CI bar on a symmetric axis shared by a metric's comparisons."""
+    """SVG geometry (pixels) of one CI bar on a symmetric axis shared by a metric's comparisons:
+    the fixed CI (thick) and the always-valid CI (thin, wider)."""
 
     width: int
     zero: float
     lo: float | None
     hi: float | None
+    seq_lo: float | None
+    seq_hi: float | None
     estimate: float | None
     planted: float | None
     tone: str
 
 
-def ci_bars(metric: MetricReport, width: int = 220, pad: int = 8) -> dict[str, CiBar]:
+def ci_bars(metric: MetricReport, width: int = 120, pad: int = 8) -> dict[str, CiBar]:
     """CI bars per compared arm, on an axis symmetric about 0 that fits every CI and estimate."""
     values = [0.0]
     for c in metric.comparisons:
         values += [v for v in (c.abs_lift, c.planted_abs_lift) if v is not None]
         values += list(c.abs_ci or ())
+        values += list((c.sequential.abs_ci or ()) if c.sequential else ())
     half = max(abs(v) for v in values) or 1.0
 
     def x(v: float | None) -> float | None:
@@ -358,13 +329,130 @@ def ci_bars(metric: MetricReport, width: int = 220, pad: int = 8) -> dict[str, C
     bars = {}
     for c in metric.comparisons:
         lo, hi = c.abs_ci if c.abs_ci is not None else (None, None)
-        tone = "up" if c.significant and (c.abs_lift or 0) > 0 else "flat"
-        if c.significant and (c.abs_lift or 0) < 0:
-            tone = "down"
+        seq = c.sequential.abs_ci if c.sequential is not None else None
+        s_lo, s_hi = seq if seq is not None else (None, None)
         bars[c.arm] = CiBar(
-            width, x(0.0) or 0.0, x(lo), x(hi), x(c.abs_lift), x(c.planted_abs_lift), tone
+            width,
+            x(0.0) or 0.0,
+            x(lo),
+            x(hi),
+            x(s_lo),
+            x(s_hi),
+            x(c.abs_lift),
+            x(c.planted_abs_lift),
+            tone(metric, c),
         )
     return bars
+
+
+_BASELINE_COLOR = "#52606d"
+_ARM_COLORS = ("#2563eb", "#d97706", "#059669", "#c026d3", "#dc2626", "#0891b2")
+
+
+@dataclass(frozen=True)
+class KmSeries:
+    """One arm's Kaplan–Meier step curve and its CI band as SVG path data, and where its legend
+    entry starts (pixels)."""
+
+    name: str
+    color: str
+    line: str
+    band: str
+    legend_x: float
+
+
+@dataclass(frozen=True)
+class KmChart:
+    """Geometry of the Kaplan–Meier chart: plot box, ticks ``(pixel, label)``, curves."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    right: int
+    bottom: int
+    x_ticks: tuple[tuple[float, str], ...]
+    y_ticks: tuple[tuple[float, str], ...]
+    horizon_x: float
+    series: tuple[KmSeries, ...]
+
+
+def _steps(days: Sequence[int], values: Sequence[float], end: int) -> list[tuple[int, float]]:
+    """Corners of a right-continuous step function that is 1 before ``days[0]``."""
+    points, level = [(0, 1.0)], 1.0
+    for day, value in zip(days, values, strict=True):
+        points += [(day, level), (day, value)]
+        level = value
+    return [*points, (end, level)]
+
+
+def _nice_step(span: float, candidates: Sequence[float], most: int) -> float:
+    return next((s for s in candidates if span / s <= most), candidates[-1])
+
+
+def km_chart(
+    survival: SurvivalReport, baseline: str, width: int = 880, height: int = 380
+) -> KmChart:
+    """The Kaplan–Meier chart: days since assignment on x (0 to the end of follow-up or the RMST
+    horizon, whichever is later), share still subscribed on y (zoomed to the curves' range)."""
+    left, top, right, bottom = 64, 40, width - 16, height - 48
+    x_max = max([survival.horizon_days] + [a.days[-1] + 1 for a in survival.arms if a.days])
+    low = min([1.0] + [v for a in survival.arms for v in a.ci_low + a.survival])
+    y_step = _nice_step(1 - low + 0.02, (0.02, 0.05, 0.1, 0.2), 6)
+    y_min = max(0.0, math.floor((low - 0.01) / y_step) * y_step)
+
+    def px(day: float) -> float:
+        return round(left + day / x_max * (right - left), 1)
+
+    def py(share: float) -> float:
+        return round(bottom - (share - y_min) / (1 - y_min) * (bottom - top), 1)
+
+    def path(points: Sequence[tuple[int, float]]) -> str:
+        return "M" + " L".join(f"{px(d)},{py(s)}" for d, s in points)
+
+    colors = iter(_ARM_COLORS * 4)
+    series, legend_x = [], left + 8.0
+    for arm in survival.arms:
+        end = arm.days[-1] + 1 if arm.days else x_max
+        upper = _steps(arm.days, arm.ci_high, end)
+        lower = _steps(arm.days, arm.ci_low, end)
+        color = _BASELINE_COLOR if arm.name == baseline else next(colors)
+        line = path(_steps(arm.days, arm.survival, end))
+        series.append(KmSeries(arm.name, color, line, path(upper + lower[::-1]) + " Z", legend_x))
+        # About 7 px per character of the 12 px legend font, plus the swatch and a gap.
+        legend_x += 44 + 7 * len(arm.name + (" (baseline)" if arm.name == baseline else ""))
+    x_step = _nice_step(x_max, (1, 2, 5, 10, 15, 30, 60, 90, 180, 365), 10)
+    x_ticks = tuple((px(d), f"{d:g}") for d in range(0, x_max + 1, int(x_step)))
+    count = round((1 - y_min) / y_step)
+    y_ticks = tuple(
+        (py(y_min + i * y_step), f"{100 * (y_min + i * y_step):.0f}%") for i in range(count + 1)
+    )
+    return KmChart(
+        width, height, left, top, right, bottom, x_ticks, y_ticks,
+        px(survival.horizon_days), tuple(series),
+    )  # fmt: skip
+
+
+def share_after(arm: SurvivalArm, days: int) -> float | None:
+    """The Kaplan–Meier share still subscribed after the first ``days`` days (days 0 to
+    ``days - 1`` survived, ``S(days - 1)``: the chart's level just left of ``days``); None beyond
+    the arm's follow-up."""
+    if arm.days and days > arm.days[-1] + 1:
+        return None
+    level = 1.0
+    for d, s in zip(arm.days, arm.survival, strict=True):
+        if d >= days:
+            break
+        level = s
+    return level
+
+
+def survival_checkpoints(horizon: int) -> list[int]:
+    """Where the Markdown table reads the curves: usual milestones before the horizon, and it."""
+    return sorted({d for d in (7, 14, 30, 60, 90, 180, 365) if d < horizon} | {horizon})
+
+
+# --- rendering ----------------------------------------------------------------------------------
 
 
 def _md_text(value: object) -> str:
@@ -381,6 +469,10 @@ def _when(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _smd(value: float | None) -> str:
+    return _DASH if value is None else f"{value:+.2f}"
+
+
 @functools.cache
 def _environment(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(
@@ -394,9 +486,12 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     env.filters.update(
         mean=fmt_mean,
         lift=fmt_lift,
+        amount=fmt_amount,
         ci=fmt_ci,
+        share=fmt_share,
         p=fmt_p,
         p_clause=fmt_p_clause,
+        smd=_smd,
         md=_md_text,
         when=_when,
     )
@@ -404,11 +499,28 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         lift_ci=fmt_lift_ci,
         rel_ci=fmt_rel_ci,
         verdict=verdict,
+        tone=tone,
         planted_note=planted_note,
+        planted_coverage=planted_coverage,
         arm_mean=arm_mean,
         best_arm=best_arm,
+        guardrail_warnings=guardrail_warnings,
+        headline_ci=headline_ci,
+        ci_name=ci_name,
+        correction_name=correction_name,
+        adjusted_p_clause=adjusted_p_clause,
+        chance_to_beat=chance_to_beat,
+        expected_loss=expected_loss,
+        cuped_note=cuped_note,
+        fisher_arms=fisher_arms,
+        omnibus_sentence=omnibus_sentence,
+        lower_is_better=lower_is_better,
+        prior_text=prior_text,
         any_planted=any_planted,
         ci_bars=ci_bars,
+        km_chart=km_chart,
+        share_after=share_after,
+        survival_checkpoints=survival_checkpoints,
         ci_label=_ci_label,
         status_notes=_STATUS_NOTES,
     )
@@ -421,7 +533,8 @@ def _render(template: str, report: Report, autoescape: bool) -> str:
 
 
 def render_markdown(report: Report) -> str:
-    """The report as Markdown: headline for the primary metric, SRM warning, a table per metric."""
+    """The report as Markdown: headline for the primary metric, SRM warning, a table per metric,
+    survival and balance sections and the methods."""
     return _render("report.md.j2", report, autoescape=False)
 
 

@@ -130,9 +130,63 @@ def _known_metric(name: str) -> str:
     return name
 
 
+class BetaPriorSettings(StrictModel):
+    alpha: float = Field(default=1.0, gt=0)
+    beta: float = Field(default=1.0, gt=0)
+
+
+class Priors(StrictModel):
+    """Priors of the Bayesian analysis: Beta(alpha, beta) on every binary arm's rate; a normal
+    prior on the absolute difference of continuous means (variance None: flat)."""
+
+    binary: BetaPriorSettings = Field(default_factory=BetaPriorSettings)
+    continuous_mean: float = 0.0
+    continuous_variance: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _mean_needs_variance(self) -> Priors:
+        if self.continuous_mean != 0 and self.continuous_variance is None:
+            raise ValueError(
+                "priors.continuous_mean needs priors.continuous_variance (a flat prior has no mean)"
+            )
+        return self
+
+
+class Costs(StrictModel):
+    """What sending and offering cost, per message or accepted offer, in the revenue's currency."""
+
+    email: float = Field(default=0.001, ge=0)
+    sms: float = Field(default=0.0079, ge=0)
+    offer: dict[Literal["discount", "pause"], float] = Field(
+        default_factory=dict,
+        description="a fixed cost per accepted offer (the revenue an offer forgoes is already in revenue)",
+    )
+
+
 class Analysis(StrictModel):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     baseline: str | None = Field(default=None, description="arm name; default: the first arm")
+    method: Literal["sequential", "fixed"] = Field(
+        default="sequential",
+        description="headline inference: always-valid (safe to look daily) or fixed-horizon",
+    )
+    sequential_tuning_n: int = Field(
+        default=5_000,
+        ge=10,
+        description="units per arm at which the confidence sequence is tightest",
+    )
+    correction: Literal["holm", "bh", "none"] = "holm"
+    cuped: bool = True
+    cuped_lookback_days: int | None = Field(
+        default=None, ge=1, description="pre-period length; default: the metric's own window"
+    )
+    mde: float | None = Field(
+        default=None, gt=0, description="absolute, in the primary metric's units"
+    )
+    power: float = Field(default=0.8, gt=0.5, lt=1)
+    survival_horizon_days: int = Field(default=90, ge=7, le=730)
+    priors: Priors = Field(default_factory=Priors)
+    costs: Costs = Field(default_factory=Costs)
 
 
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")

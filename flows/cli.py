@@ -19,6 +19,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -229,6 +230,119 @@ def demo(
         console.print(f"  report: {result.report_dirs[key]}/report.html\n", highlight=False)
     console.print(
         f"demo finished in {time.monotonic() - started:.0f} s; outbox files in {out / 'outbox'}",
+        highlight=False,
+    )
+
+
+@app.command()
+def plan(
+    path: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    mde: Annotated[
+        float | None,
+        typer.Option(help="Minimum detectable effect, absolute (default: analysis.mde)."),
+    ] = None,
+    as_of: AsOf = None,
+) -> None:
+    """Plan an experiment from the data: the segment's size and daily inflow, the primary metric's
+    baseline, the sample size per arm for the MDE, alpha and power, the expected duration, and the
+    MDE reachable in 14, 28 and 56 days."""
+    _validate_or_exit([path])
+    from experiments.loader import load_spec
+    from flows.plan import plan_experiment
+    from models.db import make_engine
+    from models.migrate import upgrade
+
+    spec = load_spec(path).spec
+    engine = make_engine()
+    upgrade(engine)
+    try:
+        result = plan_experiment(engine, spec, _utc(as_of) or datetime.now(UTC), mde)
+    except ValueError as error:
+        _fail(str(error))
+
+    def fmt(value: float) -> str:
+        return f"{value * 100:.2f} pp" if result.kind == "binary" else f"{value:,.2f}"
+
+    facts = result.facts
+    table = Table(title=f"[bold]{spec.key}[/bold]: plan for {result.metric}", title_justify="left")
+    table.add_column("")
+    table.add_column("", justify="right")
+    base = (
+        f"{facts.baseline.mean * 100:.2f}%" if result.kind == "binary" else fmt(facts.baseline.mean)
+    )
+    table.add_row("customers in the segment now", f"{facts.segment_size:,}")
+    table.add_row("entering the segment per day (last 7 days)", f"{facts.daily_inflow:,.1f}")
+    table.add_row(
+        f"baseline {result.metric} (replayed from {facts.baseline_as_of:%Y-%m-%d})",
+        f"{base} (n={facts.baseline.n:,})",
+    )
+    table.add_row("alpha / power", f"{spec.analysis.alpha:g} / {spec.analysis.power:g}")
+    if result.plan is not None and result.mde is not None:
+        table.add_row("minimum detectable effect", fmt(result.mde))
+        table.add_row("sample size per arm", f"{result.plan.n_per_arm:,}")
+        table.add_row("customers needed in all", f"{result.plan.total:,}")
+        table.add_row(
+            "days of inflow needed after today's segment",
+            "–" if result.days_after_current is None else f"{result.days_after_current:,.1f}",
+        )
+    else:
+        table.add_row("minimum detectable effect", "not set (analysis.mde or --mde)")
+    if result.mde_now is not None:
+        table.add_row("MDE with today's segment alone", fmt(result.mde_now))
+    for days, value in result.mde_in_days.items():
+        table.add_row(f"MDE after {days} days of inflow", fmt(value))
+    console.print(table)
+
+
+@app.command()
+def analyze(
+    data: Annotated[Path, typer.Argument(help="CSV file, one row per unit, with a header row.")],
+    arm_column: Annotated[str, typer.Option(help="Column holding each unit's arm.")],
+    baseline: Annotated[str, typer.Option(help="The control arm's name.")],
+    metric: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME:binary or NAME:continuous, once per metric column; the first is primary. "
+            "Binary values: 0/1, true/false or yes/no in any case."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for report.json/.md/.html.")] = Path(
+        "analysis-output"
+    ),
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(help="ARM=WEIGHT planned share for the sample-ratio check (default equal)."),
+    ] = None,
+    alpha: Annotated[float, typer.Option(min=0.001, max=0.2)] = 0.05,
+    correction: Annotated[str, typer.Option(help="holm, bh or none.")] = "holm",
+) -> None:
+    """Analyse an experiment that ran elsewhere, from a CSV of one row per unit, and write the
+    same report.json/md/html as a Retain experiment. The experiment is finished, so the headline
+    p-values and CIs are fixed-horizon ones."""
+    from experiments.csvdata import CsvDataError, parse_metric_option
+    from flows.analyze import analyze_csv
+    from flows.tables import report_table
+
+    if correction not in ("holm", "bh", "none"):
+        _fail(f"--correction must be holm, bh or none, not {correction!r}")
+    try:
+        metrics = [parse_metric_option(m) for m in metric]
+        weights = {}
+        for item in weight or []:
+            arm, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--weight takes ARM=WEIGHT, e.g. control=1, not {item!r}")
+            weights[arm.strip()] = float(value)
+        started = time.monotonic()
+        loaded, report = analyze_csv(
+            data, arm_column, baseline, metrics, out, weights, alpha, correction
+        )
+    except (CsvDataError, ValueError) as error:
+        _fail(str(error))
+    console.print(report_table(report))
+    console.print(
+        f"{loaded.rows:,} rows, {len(loaded.arms)} arms analysed in {time.monotonic() - started:.1f} s; "
+        f"report written to {out}",
         highlight=False,
     )
 

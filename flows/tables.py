@@ -20,19 +20,26 @@ def _mean(value: float | None, kind: str) -> str:
 
 
 def report_table(report: Report) -> Table:
-    """One row per metric and arm: n, estimate, lift vs the baseline with its 95% CI, p-value and
-    the planted true lift when known (binary metrics in percent, lifts in percentage points)."""
+    """One row per metric and arm: n, estimate, lift vs the baseline with its fixed-horizon 95% CI,
+    the raw p-value, the headline p-value adjusted for multiple comparisons (sequential or fixed,
+    per the analysis), the Bayesian chance to beat the baseline, and the planted true lift when
+    known (binary metrics in percent, lifts in percentage points)."""
     srm = "ok" if report.srm.ok else "[bold red]SAMPLE RATIO MISMATCH[/bold red]"
     table = Table(
         title=(
             f"[bold]{report.experiment}[/bold]  baseline: {report.baseline}; "
             f"sample ratio p={report.srm.p_value:.3f} {srm}"
+            + (
+                f"; headline: {report.analysis.method}, {report.analysis.correction} correction"
+                if report.analysis
+                else ""
+            )
         ),
         title_justify="left",
     )
     table.add_column("metric")
     table.add_column("arm")
-    for column in ("n", "estimate", "lift", "95% CI", "p-value", "planted"):
+    for column in ("n", "estimate", "lift", "95% CI", "p", "p adj.", "P(beat)", "planted"):
         table.add_column(column, justify="right", no_wrap=True)
     for metric in report.metrics:
         comparisons = {c.arm: c for c in metric.comparisons}
@@ -53,6 +60,10 @@ def report_table(report: Report) -> Table:
                 _lift(c.abs_lift, metric.kind),
                 ci,
                 "–" if c.p_value is None else f"{c.p_value:.4f}",
+                "–" if c.p_value_adjusted is None else f"{c.p_value_adjusted:.4f}",
+                "–"
+                if c.bayes is None or c.bayes.chance_to_beat is None
+                else f"{c.bayes.chance_to_beat:.0%}",
                 "" if c.planted_abs_lift is None else _lift(c.planted_abs_lift, metric.kind),
             )
         table.add_section()

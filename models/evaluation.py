@@ -1,5 +1,6 @@
-"""Turn an experiment's recorded data into a report: sufficient statistics per arm and metric from
-SQL, then the pure statistics engine and report rendering."""
+"""Turn an experiment's recorded data into a report: sufficient statistics per arm from SQL (metric
+sums, CUPED cross-products, time-to-churn counts, pre-assignment covariates), then the pure
+statistics engine and report rendering."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput, build_report
 from experiments.metrics import CATALOGUE
-from experiments.report import MetricInput, Report, build_report
+from experiments.report_models import Report
 from experiments.spec import ExperimentSpec
 from experiments.stats import SampleStats
-from models.metric_sql import arm_statistics
+from models.balance_sql import covariate_statistics
+from models.metric_sql import arm_statistics, paired_statistics
 from models.records import Result
+from models.survival_sql import survival_counts
 
 
 def evaluate(
@@ -28,10 +32,18 @@ def evaluate(
 ) -> Report:
     """Aggregate every metric of the spec per arm in SQL and build the report; the report is also
     stored in the ``results`` table."""
+    analysis = spec.analysis
+    costs = analysis.costs
+    empty = SampleStats(n=0, sum=0.0, sum_squares=0.0)
     inputs = []
     for name, role in spec.metrics.roles():
-        stats = arm_statistics(engine, experiment_id, name, as_of)
-        empty = SampleStats(n=0, sum=0.0, sum_squares=0.0)
+        stats = arm_statistics(engine, experiment_id, name, as_of, costs)
+        paired = None
+        if analysis.cuped:
+            paired = paired_statistics(
+                engine, experiment_id, name, as_of, analysis.cuped_lookback_days, costs
+            )
+            paired = paired if set(paired) == {a.name for a in spec.arms} else None
         definition = CATALOGUE[name]
         inputs.append(
             MetricInput(
@@ -40,18 +52,23 @@ def evaluate(
                 role=role,
                 description=definition.description,
                 arm_stats={arm.name: stats.get(arm.name, empty) for arm in spec.arms},
+                paired=paired,
             )
         )
+    horizon = analysis.survival_horizon_days
     report = build_report(
         experiment=spec.key,
         hypothesis=spec.hypothesis,
         computed_at=computed_at,
         as_of=as_of,
-        alpha=spec.analysis.alpha,
+        alpha=analysis.alpha,
         baseline=spec.baseline,
         arm_weights={arm.name: arm.weight for arm in spec.arms},
         metrics=inputs,
         planted=planted,
+        settings=AnalysisSettings.from_spec(analysis),
+        survival=SurvivalInput(survival_counts(engine, experiment_id, as_of, horizon), horizon),
+        balance=covariate_statistics(engine, experiment_id),
     )
     with Session(engine) as session:
         session.add(

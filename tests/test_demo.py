@@ -68,8 +68,7 @@ def test_demo_runs_every_stage_and_reports_planted_effects(
             assert sum(arm["n"] for arm in metric["arms"]) == n_total
             for comparison in metric["comparisons"]:
                 assert comparison["planted_abs_lift"] is not None
-        # Every treatment arm is planted to help on the primary metric, and to move the
-        # customer's response (card, onboarding, offer) by several points.
-        assert all(c["planted_abs_lift"] > 0 for c in primary["comparisons"])
+        # Every treatment arm is planted to move the customer's response (card, onboarding,
+        # offer) by several points.
         response = next(m for m in data["metrics"] if m["name"] in RESPONSES)
         assert all(c["planted_abs_lift"] > 0.05 for c in response["comparisons"])

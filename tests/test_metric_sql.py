@@ -129,6 +129,8 @@ def _random_history(
             day = (invoice.paid_at - T0).total_seconds() / 86400 if invoice.paid_at else None
             if invoice.status == "paid" and within(day, 90):
                 expected["revenue_90d"][invoice.customer_id] += invoice.amount_cents / 100
+    # No messages were sent and offers cost nothing by default: net revenue is revenue.
+    expected["net_revenue_90d"] = dict(expected["revenue_90d"])
     return expected
 
 
@@ -190,3 +192,66 @@ def test_immature_windows_and_future_events_are_excluded(engine: Engine) -> None
     assert arm_statistics(engine, reg.experiment_id, "card_updated_14d", early) == {}
     later = metric_values(engine, reg.experiment_id, "card_updated_14d", as_of)
     assert later[ids[0]][1] == 1.0 and sum(v for _, v in later.values()) == 1.0
+
+
+def test_net_revenue_subtracts_message_and_offer_costs(engine: Engine) -> None:
+    from datetime import UTC
+
+    from experiments.spec import Costs
+    from models.records import Message
+
+    ids = add_customers(engine, 4)
+    loaded = parse_spec(SPEC, "m.yaml")
+    reg = register_experiment(engine, loaded, T0)
+    assign_customers(engine, reg.experiment_id, loaded.spec, ids, T0)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with Session(engine) as session:
+        for i, (channel, day, status) in enumerate(
+            [("email", 0, "sent"), ("sms", 3, "sent"), ("sms", 4, "skipped"), ("email", 95, "sent")]
+        ):
+            session.add(
+                Message(
+                    idempotency_key=f"k{i}",
+                    experiment_id=reg.experiment_id,
+                    customer_id=ids[0],
+                    arm="treat",
+                    step_index=i,
+                    channel=channel,
+                    template="card_expiry",
+                    scheduled_at=T0,
+                    status=status,
+                    sent_at=T0 + timedelta(days=day),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        session.add(
+            OfferGrant(
+                experiment_id=reg.experiment_id,
+                customer_id=ids[1],
+                offer_kind="discount",
+                percent_off=30,
+                months=3,
+                offered_at=T0,
+                accepted_at=T0 + timedelta(days=1),
+            )
+        )
+        session.add(
+            Invoice(
+                customer_id=ids[1],
+                amount_cents=4900,
+                status="paid",
+                due_at=T0 + timedelta(days=2),
+                paid_at=T0 + timedelta(days=2),
+            )
+        )
+        session.commit()
+    costs = Costs(email=0.25, sms=1.5, offer={"discount": 10.0})
+    values = metric_values(
+        engine, reg.experiment_id, "net_revenue_90d", T0 + timedelta(days=100), costs
+    )
+    # Customer 0: one email (0.25) and one SMS (1.5) sent in the window; the skipped SMS and the
+    # email on day 95 do not count. Customer 1: 49.00 paid minus a 10.00 accepted discount.
+    assert values[ids[0]][1] == pytest.approx(-1.75)
+    assert values[ids[1]][1] == pytest.approx(39.0)
+    assert values[ids[2]][1] == 0.0

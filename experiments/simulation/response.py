@@ -205,14 +205,31 @@ def expected_metric(metric: str, spec: ExperimentSpec, arm: Arm, pop: Population
         )
         paid_otherwise = np.nansum(1.0 - q0 * renew_days / HORIZON_DAYS, axis=1)
         return (pi * paid_if_r + (1.0 - pi) * paid_otherwise) * amount / 100.0
+    sent = [
+        (
+            arm.steps[index].channel,
+            pop.reach(arm.steps[index].channel)
+            * (1.0 - (before if arm.steps[index].unless == family.condition else 0.0)),
+        )
+        for index, before in zip(order, responded_before, strict=True)
+    ]
     if metric == "unsubscribed_30d":
         stay = np.ones(len(pop))
-        for index, before in zip(order, responded_before, strict=True):
-            step = arm.steps[index]
-            skipped = before if step.unless == family.condition else 0.0
-            sent = pop.reach(step.channel) * (1.0 - skipped)
-            stay = stay * (1.0 - UNSUBSCRIBE[step.channel] * sent)
+        for channel, p_sent in sent:
+            stay = stay * (1.0 - UNSUBSCRIBE[channel] * p_sent)
         return 1.0 - stay
+    if metric == "net_revenue_90d":
+        costs = spec.analysis.costs
+        spent = sum(
+            (
+                p_sent * (costs.email if channel == "email" else costs.sms)
+                for channel, p_sent in sent
+            ),
+            np.zeros(len(pop)),
+        )
+        if arm.offer is not None:
+            spent = spent + pi * costs.offer.get(arm.offer.kind, 0.0)
+        return expected_metric("revenue_90d", spec, arm, pop) - spent
     return np.zeros(len(pop))
 
 
