@@ -4,9 +4,10 @@ For each metric and each non-baseline arm:
 
 1. the fixed-horizon test (:mod:`experiments.stats`: two-proportion z or Welch's t), with Fisher's
    exact test instead of the z-test's p-value when an expected cell count is below 5;
-2. CUPED (:mod:`experiments.cuped`) when enabled and a pre-period covariate is given and reduces
-   variance: the fixed-horizon numbers then come from Welch's t on the adjusted metric, and the
-   unadjusted ones are kept under ``cuped``;
+2. CUPED (:mod:`experiments.cuped`) when enabled and a pre-period covariate is given and removes
+   at least 1% of the variance: the fixed-horizon numbers then come from Welch's t on the adjusted
+   metric (the relative lift stays undefined when the raw baseline is 0), and the unadjusted ones
+   are kept under ``cuped``;
 3. the always-valid confidence sequence (:mod:`experiments.sequential`);
 4. the Bayesian posterior (:mod:`experiments.bayes`);
 5. the headline p-value (sequential or fixed, per ``analysis.method``) adjusted for multiple
@@ -22,7 +23,7 @@ time to churn and a covariate balance table when their inputs are given.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -55,6 +56,9 @@ from experiments.stats import ComparisonResult, SampleStats, compare, srm_test, 
 from experiments.survival import SurvivalCounts, kaplan_meier, log_rank, rmst_difference
 
 Method = Literal["fixed", "sequential"]
+# CUPED replaces the headline numbers only when it removes at least this share of the variance;
+# below that it changes nothing a reader would act on, and the plain test is easier to explain.
+CUPED_MIN_REDUCTION = 0.01
 Correction = Literal["holm", "bh", "none"]
 
 
@@ -194,11 +198,13 @@ def _compare_arm(
         applied = (
             method != "fisher_exact"
             and cuped.status == "ok"
-            and (cuped.variance_reduction or 0.0) > 0.0
+            and (cuped.variance_reduction or 0.0) >= CUPED_MIN_REDUCTION
         )
         if applied:
             seq_t, seq_b, seq_kind = cuped.adjusted[arm], cuped.adjusted[baseline], "continuous"
             fixed = welch_ttest(seq_t, seq_b, alpha)
+            if raw.rel_lift is None:  # the baseline is 0: a relative lift stays undefined
+                fixed = replace(fixed, rel_lift=None, rel_ci=None, status=raw.status)
             p_value, method = fixed.p_value, "cuped_welch_t"
         cuped_summary = CupedSummary(
             applied=applied,

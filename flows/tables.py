@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from experiments.report import Report
+from experiments.report import Report, chance_to_beat
 
 
 def _lift(value: float | None, kind: str) -> str:
@@ -22,7 +22,8 @@ def _mean(value: float | None, kind: str) -> str:
 def report_table(report: Report) -> Table:
     """One row per metric and arm: n, estimate, lift vs the baseline with its fixed-horizon 95% CI,
     the raw p-value, the headline p-value adjusted for multiple comparisons (sequential or fixed,
-    per the analysis), the Bayesian chance to beat the baseline, and the planted true lift when
+    per the analysis), the Bayesian chance to be better than the baseline (lower is better for guardrails such
+    as unsubscribes), and the planted true lift when
     known (binary metrics in percent, lifts in percentage points)."""
     srm = "ok" if report.srm.ok else "[bold red]SAMPLE RATIO MISMATCH[/bold red]"
     table = Table(
@@ -61,9 +62,7 @@ def report_table(report: Report) -> Table:
                 ci,
                 "–" if c.p_value is None else f"{c.p_value:.4f}",
                 "–" if c.p_value_adjusted is None else f"{c.p_value_adjusted:.4f}",
-                "–"
-                if c.bayes is None or c.bayes.chance_to_beat is None
-                else f"{c.bayes.chance_to_beat:.0%}",
+                "–" if (beat := chance_to_beat(metric, c)) is None else f"{beat:.0%}",
                 "" if c.planted_abs_lift is None else _lift(c.planted_abs_lift, metric.kind),
             )
         table.add_section()
