@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from experiments.report import write_report
-from tests.test_report import ARMS, rich_report
+from tests.test_report_sections import ARMS, rich_report
 
 pytestmark = pytest.mark.slow
 
