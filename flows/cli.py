@@ -100,10 +100,10 @@ def fields() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema (Alembic migrations; recorded data is kept)."""
-    from models.db import database_url, make_engine, redact
+    from models.db import database_url, engine_for, redact
     from models.migrate import current_revision, upgrade
 
-    engine = make_engine()
+    engine = engine_for()
     upgrade(engine)
     console.print(f"{redact(database_url())} is at revision {current_revision(engine)}")
 
@@ -119,11 +119,11 @@ def run(
     _validate_or_exit(paths)
     _quiet_prefect(verbose)
     from flows.pipeline import run_experiment
-    from models.db import make_engine
+    from models.db import engine_for
     from models.experiments import ExperimentChangeError
     from models.migrate import upgrade
 
-    upgrade(make_engine())
+    upgrade(engine_for())
     for path in paths:
         try:
             summary = run_experiment(str(path), as_of=_utc(as_of))
@@ -249,11 +249,11 @@ def plan(
     _validate_or_exit([path])
     from experiments.loader import load_spec
     from flows.plan import plan_experiment
-    from models.db import make_engine
+    from models.db import engine_for
     from models.migrate import upgrade
 
     spec = load_spec(path).spec
-    engine = make_engine()
+    engine = engine_for()
     upgrade(engine)
     try:
         result = plan_experiment(engine, spec, _utc(as_of) or datetime.now(UTC), mde)

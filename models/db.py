@@ -67,3 +67,10 @@ def engine_for(url: str | None = None) -> Engine:
     if url not in _ENGINES:
         _ENGINES[url] = make_engine(url)
     return _ENGINES[url]
+
+
+def dispose_engine(url: str) -> None:
+    """Close the shared engine of ``url`` and its pooled connections, if there is one."""
+    engine = _ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()

@@ -37,13 +37,16 @@ def evaluate(
     empty = SampleStats(n=0, sum=0.0, sum_squares=0.0)
     inputs = []
     for name, role in spec.metrics.roles():
-        stats = arm_statistics(engine, experiment_id, name, as_of, costs)
         paired = None
         if analysis.cuped:
+            # One pass gives both the outcome's sums and the cross-products with the pre-period.
             paired = paired_statistics(
                 engine, experiment_id, name, as_of, analysis.cuped_lookback_days, costs
             )
+            stats = {arm: p.outcome for arm, p in paired.items()}
             paired = paired if set(paired) == {a.name for a in spec.arms} else None
+        else:
+            stats = arm_statistics(engine, experiment_id, name, as_of, costs)
         definition = CATALOGUE[name]
         inputs.append(
             MetricInput(

@@ -7,7 +7,7 @@ import hashlib
 from datetime import date, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -83,16 +83,17 @@ def write_events(engine: Engine, experiment_id: int, response: str, events: Even
                     for r in events.responses
                 ],
             )
-        elif response == "offer_accepted_14d":
-            for r in events.responses:
-                grant = table(OfferGrant)
-                connection.execute(
-                    update(grant)
-                    .where(
-                        grant.c.experiment_id == experiment_id, grant.c.customer_id == r.customer_id
-                    )
-                    .values(accepted_at=r.at)
+        elif events.responses and response == "offer_accepted_14d":
+            grant = table(OfferGrant)
+            connection.execute(
+                update(grant)
+                .where(
+                    grant.c.experiment_id == experiment_id,
+                    grant.c.customer_id == bindparam("cid"),
                 )
+                .values(accepted_at=bindparam("at")),
+                [{"cid": r.customer_id, "at": r.at} for r in events.responses],
+            )
         if events.unsubscribes:
             insert_ignoring_conflicts(
                 connection,
@@ -114,12 +115,13 @@ def write_events(engine: Engine, experiment_id: int, response: str, events: Even
 def write_final(engine: Engine, outcomes: FinalOutcomes) -> None:
     """Record cancellations and the renewals paid over the horizon."""
     with engine.begin() as connection:
-        for cancel in outcomes.cancellations:
+        if outcomes.cancellations:
+            subs = table(Subscription)
             connection.execute(
-                update(Subscription)
-                .where(col(Subscription.customer_id) == cancel.customer_id)
-                .where(col(Subscription.canceled_at).is_(None))
-                .values(status="canceled", canceled_at=cancel.at, cancel_reason="churned")
+                update(subs)
+                .where(subs.c.customer_id == bindparam("cid"), subs.c.canceled_at.is_(None))
+                .values(status="canceled", canceled_at=bindparam("at"), cancel_reason="churned"),
+                [{"cid": c.customer_id, "at": c.at} for c in outcomes.cancellations],
             )
         if outcomes.renewals:
             connection.execute(

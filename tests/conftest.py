@@ -20,7 +20,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
 
-from models.db import make_engine
+from models.db import dispose_engine, make_engine
 from models.migrate import upgrade
 
 DATABASE_URL = os.environ.get("RETAIN_DATABASE_URL", "")
@@ -70,6 +70,7 @@ def database_url(migrated_template: str, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"'))
         yield _pg_url(name)
+        dispose_engine(_pg_url(name))
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -77,6 +78,7 @@ def database_url(migrated_template: str, tmp_path: Path) -> Iterator[str]:
         path = tmp_path / "retain.db"
         shutil.copy(migrated_template, path)
         yield f"sqlite:///{path}"
+        dispose_engine(f"sqlite:///{path}")
 
 
 @pytest.fixture
@@ -84,3 +86,14 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """One local Prefect API for the whole session (it takes seconds to start), with the flow
+    heartbeat off so each flow run is fast (INTEGRATIONS.md)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from models.records import Assignment, Message
 
 pytestmark = [pytest.mark.slow, pytest.mark.prefect]
 RESPONSES = {"card_updated_14d", "onboarding_completed_14d", "offer_accepted_14d"}
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> Iterator[None]:
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
 
 
 def test_demo_runs_every_stage_and_reports_planted_effects(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,15 +28,6 @@ arms:
       - {at: 3d, channel: sms, template: card_expiry_sms, unless: payment_method_updated}
 metrics: {primary: card_updated_14d, secondary: [retained_30d, revenue_90d]}
 """
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> Iterator[None]:
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
 
 
 def scalar(engine: Engine, query: object) -> int:
