@@ -174,7 +174,7 @@ def evaluate_experiment(
     The spec is the snapshot stored when the experiment ran. ``planted`` maps ``"metric/arm"`` to a
     known true effect (the demo's); it is shown next to the estimates."""
     experiment_id, loaded = registered(database_url, key)
-    truths = {(k.split("/", 1)[0], k.split("/", 1)[1]): v for k, v in (planted or {}).items()}
+    truths = {(k.partition("/")[0], k.partition("/")[2]): v for k, v in (planted or {}).items()}
     report = evaluate_and_write(
         database_url, loaded, experiment_id, as_of or now_utc(), out_dir, truths or None
     )

@@ -22,9 +22,10 @@ def _mean(value: float | None, kind: str) -> str:
 def report_table(report: Report) -> Table:
     """One row per metric and arm: n, estimate, lift vs the baseline with its fixed-horizon 95% CI,
     the raw p-value, the headline p-value adjusted for multiple comparisons (sequential or fixed,
-    per the analysis), the Bayesian chance to be better than the baseline (lower is better for guardrails such
-    as unsubscribes), and the planted true lift when
-    known (binary metrics in percent, lifts in percentage points)."""
+    per the analysis), the Bayesian chance to be better than the baseline (lower is better for
+    guardrails such as unsubscribes), and the planted true lift when known (binary metrics in
+    percent, lifts in percentage points, with more decimals than the report so they can be read
+    against the planted effects)."""
     srm = "ok" if report.srm.ok else "[bold red]SAMPLE RATIO MISMATCH[/bold red]"
     table = Table(
         title=(

@@ -179,15 +179,26 @@ def arm_statistics(
 ) -> dict[str, SampleStats]:
     """Sufficient statistics (n, sum, sum of squares) of metric ``name`` per arm, from SQL."""
     w = _window(name, as_of, costs)
-    value = metric_value(name, w).label("v")
-    per_customer = select(w.source.c.arm, value).where(_matured(experiment_id, w)).subquery()
-    v = per_customer.c.v
+    return window_statistics(engine, name, w, _matured(experiment_id, w))
+
+
+def window_statistics(
+    engine: Engine, name: str, window: Window, where: ColumnElement[bool] | None = None
+) -> dict[str, SampleStats]:
+    """Sufficient statistics of metric ``name`` per ``arm`` of ``window.source`` (the rows
+    matching ``where``), summed in SQL."""
+    value = metric_value(name, window).label("v")
+    per_customer = select(window.source.c.arm, value)
+    if where is not None:
+        per_customer = per_customer.where(where)
+    sub = per_customer.subquery()
+    v = sub.c.v
     query = select(
-        per_customer.c.arm,
+        sub.c.arm,
         func.count(),
         func.coalesce(func.sum(v), 0.0),
         func.coalesce(func.sum(v * v), 0.0),
-    ).group_by(per_customer.c.arm)
+    ).group_by(sub.c.arm)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
     return {

@@ -154,8 +154,11 @@ def population_for(
         ids = [int(c) for c, _ in assigned]
         suppressed = set(
             connection.execute(
-                select(col(Suppression.customer_id), col(Suppression.channel)).where(
-                    col(Suppression.created_at) < as_of
+                select(col(Suppression.customer_id), col(Suppression.channel))
+                .join(Assignment, col(Assignment.customer_id) == col(Suppression.customer_id))
+                .where(
+                    col(Assignment.experiment_id) == experiment_id,
+                    col(Suppression.created_at) < as_of,
                 )
             ).all()
         )
@@ -163,6 +166,8 @@ def population_for(
             int(c): (email, phone)
             for c, email, phone in connection.execute(
                 select(col(Customer.id), col(Customer.email), col(Customer.phone))
+                .join(Assignment, col(Assignment.customer_id) == col(Customer.id))
+                .where(col(Assignment.experiment_id) == experiment_id)
             )
         }
     features = {int(row["customer_id"]): row for row in feature_rows(engine, as_of, ids)}  # type: ignore[call-overload]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, func, literal, select
+from sqlalchemy import Integer, literal, select
 from sqlalchemy.engine import Engine
 
 from experiments.metrics import CATALOGUE
@@ -20,7 +20,7 @@ from experiments.spec import ExperimentSpec
 from experiments.stats import SampleStats
 from models.bulk import table
 from models.customer_data import Customer
-from models.metric_sql import Window, metric_value
+from models.metric_sql import Window, window_statistics
 from models.segments import segment_query, select_segment
 
 INFLOW_DAYS = 7
@@ -42,8 +42,8 @@ def segment_facts(engine: Engine, spec: ExperimentSpec, as_of: datetime) -> Segm
     inflow = len(now - week_ago) / INFLOW_DAYS
 
     metric = spec.metrics.primary
-    window = CATALOGUE[metric].window_days
-    start = as_of - timedelta(days=window + 1)
+    window_days = CATALOGUE[metric].window_days
+    start = as_of - timedelta(days=window_days + 1)
     members = segment_query(rule, start).subquery()
     customers = table(Customer)
     replay = (
@@ -54,19 +54,11 @@ def segment_facts(engine: Engine, spec: ExperimentSpec, as_of: datetime) -> Segm
             literal("replay").label("arm"),
         )
     ).subquery("replay")
-    value = metric_value(
-        metric, Window(as_of=as_of, days=window, source=replay, costs=spec.analysis.costs)
-    ).label("v")
-    per_customer = select(value).select_from(replay).subquery()
-    v = per_customer.c.v
-    query = select(
-        func.count(), func.coalesce(func.sum(v), 0.0), func.coalesce(func.sum(v * v), 0.0)
-    )
-    with engine.connect() as connection:
-        n, total, squares = connection.execute(query).one()
+    window = Window(as_of=as_of, days=window_days, source=replay, costs=spec.analysis.costs)
+    baseline = window_statistics(engine, metric, window).get("replay", SampleStats(0, 0.0, 0.0))
     return SegmentFacts(
         segment_size=len(now),
         daily_inflow=inflow,
-        baseline=SampleStats(n=int(n), sum=float(total), sum_squares=float(squares)),
+        baseline=baseline,
         baseline_as_of=start,
     )
