@@ -23,6 +23,12 @@ class Customer(SQLModel, table=True):
     locale: str = Field(default="en", max_length=16)
     timezone: str = Field(default="UTC", max_length=64, description="IANA time zone name")
     country: str = Field(default="US", max_length=2)
+    currency: str = Field(
+        default="USD",
+        max_length=3,
+        sa_column_kwargs={"server_default": "USD"},
+        description="ISO 4217 code the customer is billed in; invoices' amounts are in it",
+    )
     email_consent: bool = False
     sms_consent: bool = False
     created_at: datetime
@@ -32,6 +38,12 @@ class Subscription(SQLModel, table=True):
     __tablename__ = "subscriptions"
 
     id: int | None = Field(default=None, primary_key=True)
+    external_id: str | None = Field(
+        default=None,
+        max_length=255,
+        unique=True,
+        description="the source system's id, e.g. sub_...",
+    )
     customer_id: int = Field(foreign_key="customers.id", index=True)
     plan: str = Field(max_length=64)
     billing_interval: str = Field(max_length=16, description="month | quarter | year")
@@ -45,6 +57,12 @@ class Subscription(SQLModel, table=True):
     canceled_at: datetime | None = None
     cancel_reason: str | None = Field(default=None, max_length=64)
     previous_plan: str | None = Field(default=None, max_length=64)
+    previous_mrr_cents: int | None = Field(
+        default=None, description="MRR before the last plan change (a downgrade lowers it)"
+    )
+    previous_billing_interval: str | None = Field(
+        default=None, max_length=16, description="interval before the last plan change"
+    )
     plan_changed_at: datetime | None = None
 
 
@@ -52,6 +70,9 @@ class Invoice(SQLModel, table=True):
     __tablename__ = "invoices"
 
     id: int | None = Field(default=None, primary_key=True)
+    external_id: str | None = Field(
+        default=None, max_length=255, unique=True, description="the source system's id, e.g. in_..."
+    )
     customer_id: int = Field(foreign_key="customers.id", index=True)
     subscription_id: int | None = Field(default=None, foreign_key="subscriptions.id")
     amount_cents: int
@@ -65,6 +86,9 @@ class PaymentMethod(SQLModel, table=True):
     __tablename__ = "payment_methods"
 
     id: int | None = Field(default=None, primary_key=True)
+    external_id: str | None = Field(
+        default=None, max_length=255, unique=True, description="the source system's id, e.g. pm_..."
+    )
     customer_id: int = Field(foreign_key="customers.id", index=True)
     brand: str = Field(default="visa", max_length=16)
     last4: str = Field(max_length=4)
