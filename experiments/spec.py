@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronsim import CronSim, CronSimError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -217,9 +219,40 @@ class MessagingSettings(StrictModel):
         return time.fromisoformat(start), time.fromisoformat(end)
 
 
+DEFAULT_ENROL_CRON = "0 9 * * *"
+DEFAULT_DISPATCH_CRON = "*/15 * * * *"
+DEFAULT_EVALUATE_CRON = "0 6 * * *"
+ExperimentStatus = Literal["running", "paused", "stopped"]
+
+
+def _check_cron(value: str) -> str:
+    """``value`` if it is a five-field cron expression (minute hour day month weekday)."""
+    text = " ".join(value.split())
+    if len(text.split(" ")) != 5:
+        raise ValueError(
+            f"cron {value!r} needs five fields (minute hour day-of-month month day-of-week), "
+            "e.g. '0 9 * * *' for 09:00 every day"
+        )
+    try:
+        CronSim(text, datetime(2026, 1, 1))
+    except CronSimError as error:
+        raise ValueError(
+            f"cron {value!r} does not parse ({error}); e.g. '0 9 * * *' or '*/15 * * * *'"
+        ) from None
+    return text
+
+
+Cron = Annotated[str, AfterValidator(_check_cron)]
+
+
 class Schedule(StrictModel):
-    cron: str = Field(pattern=r"^\S+ \S+ \S+ \S+ \S+$", description="five-field cron")
+    """When the experiment's deployments run, each a cron in ``timezone``: ``cron`` enrols (select,
+    assign, schedule messages), ``dispatch`` sends what is due, ``evaluate`` writes the report."""
+
+    cron: Cron = DEFAULT_ENROL_CRON
     timezone: str = "UTC"
+    dispatch: Cron = DEFAULT_DISPATCH_CRON
+    evaluate: Cron = DEFAULT_EVALUATE_CRON
 
     @field_validator("timezone")
     @classmethod
@@ -243,7 +276,11 @@ class ExperimentSpec(StrictModel):
     metrics: Metrics
     analysis: Analysis = Field(default_factory=Analysis)
     messaging: MessagingSettings = Field(default_factory=MessagingSettings)
-    schedule: Schedule | None = None
+    status: ExperimentStatus = Field(
+        default="running",
+        description="running: scheduled; paused or stopped: deployments keep no active schedule",
+    )
+    schedule: Schedule = Field(default_factory=Schedule)
 
     @model_validator(mode="after")
     def _arms_consistent(self) -> ExperimentSpec:

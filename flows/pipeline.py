@@ -118,6 +118,13 @@ def evaluate_and_write(
     return report
 
 
+@task(cache_policy=NONE, retries=2, retry_delay_seconds=[2, 10])
+def publish_artifacts(report: Report, out_dir: str) -> list[str]:
+    from flows.artifacts import publish
+
+    return publish(report, Path(out_dir))
+
+
 @flow(name="run-experiment")
 def run_experiment(
     spec_path: str, as_of: datetime | None = None, database_url: str | None = None
@@ -178,5 +185,6 @@ def evaluate_experiment(
     report = evaluate_and_write(
         database_url, loaded, experiment_id, as_of or now_utc(), out_dir, truths or None
     )
+    publish_artifacts(report, out_dir)
     get_run_logger().info("%s: report written to %s", key, out_dir)
     return report
