@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -40,6 +42,7 @@ db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.command("deploy")(cli_deploy.deploy)
 app.command("status")(cli_deploy.status)
+app.add_typer(cli_deploy.server_app, name="server")
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
@@ -63,7 +66,24 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _quiet_prefect(verbose: bool) -> None:
+    """Prepare a one-shot flow command: quiet logs, a running local server when there is one
+    (`retain server start`), and no flow heartbeat (it only detects crashed long-running runs and
+    costs each flow run about a second)."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    from flows.server import use_local_server
+
+    if use_local_server() is None:
+        # Prefect's ephemeral API stops with this command; recording task runs into it only
+        # races its shutdown (tracebacks on exit, INTEGRATIONS.md).
+        os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    _FLOW_SETTINGS.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+
+
+# Settings for this process's flow runs, kept until the command exits.
+_FLOW_SETTINGS = ExitStack()
+atexit.register(_FLOW_SETTINGS.close)
 
 
 def _fail(message: str) -> NoReturn:

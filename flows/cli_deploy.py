@@ -122,3 +122,52 @@ def status() -> None:
         console.print("no experiments yet: `retain run FILE.yaml` or `retain deploy FILE.yaml`")
         return
     console.print(table)
+
+
+server_app = typer.Typer(
+    help="A local Prefect server kept running, so flow commands start in about a second.",
+    no_args_is_help=True,
+)
+
+
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 4200,
+) -> None:
+    """Start `prefect server start` on 127.0.0.1 in the background; flow commands use it while it
+    runs (unless PREFECT_API_URL points elsewhere). Its UI is at the printed address."""
+    from flows.server import start
+
+    try:
+        server = start(port)
+    except RuntimeError as error:
+        _fail(str(error))
+        return
+    console.print(
+        f"Prefect server running at {escape(server.url)} (pid {server.pid}); "
+        "`retain server stop` stops it",
+        highlight=False,
+    )
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the server `retain server start` started."""
+    from flows.server import stop
+
+    console.print("stopped" if stop() else "no local server was running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the local server is up, and which Prefect API flow commands will use."""
+    from flows.server import healthy, recorded
+
+    if os.environ.get("PREFECT_API_URL"):
+        console.print(f"PREFECT_API_URL={escape(os.environ['PREFECT_API_URL'])} is used")
+        return
+    server = recorded()
+    if server is not None and healthy(server.url):
+        console.print(f"local server up at {escape(server.url)} (pid {server.pid})")
+    else:
+        console.print("no local server: flow commands start Prefect's ephemeral API (8-10 s)")

@@ -137,7 +137,9 @@ def _deployment(env: dict[str, str], flow: str) -> dict[str, object] | None:
         return None
 
 
-def _run_and_wait(env: dict[str, str], flow: str, parameters: dict[str, object]) -> dict[str, object]:
+def _run_and_wait(
+    env: dict[str, str], flow: str, parameters: dict[str, object]
+) -> dict[str, object]:
     deployment = _deployment(env, flow)
     assert deployment is not None
     run = _api(
@@ -252,3 +254,45 @@ def test_artifact_tables_follow_the_report(
     markdown = summary_markdown(report)
     assert markdown.startswith(f"# {KEY}: card_updated_14d")
     assert f"| email | {primary['email']['n']:,} |" in markdown
+
+
+def test_committed_prefect_yaml_matches_the_example_it_deploys() -> None:
+    """prefect.yaml (the work-pool way) deploys card-expiry-reminder exactly as `retain deploy`
+    plans it: same flows, cadences, time zone and parameter names."""
+    from ruamel.yaml import YAML
+
+    root = Path(__file__).resolve().parent.parent
+    document = YAML(typ="safe").load((root / "prefect.yaml").read_text())
+    path = root / "experiments" / "definitions" / "card-expiry-reminder.yaml"
+    planned = plan_deployments(load_spec(path), path, root / "reports", root / "outbox")
+    entrypoints = {
+        "flows/pipeline.py:run_experiment": "run-experiment",
+        "flows/pipeline.py:dispatch_messages": "dispatch-messages",
+        "flows/pipeline.py:evaluate_experiment": "evaluate-experiment",
+    }
+    committed = {
+        (entrypoints[d["entrypoint"]], d["name"], s["cron"], s["timezone"], tuple(d["parameters"]))
+        for d in document["deployments"]
+        for s in d["schedules"]
+    }
+    expected = {(p.flow_name, p.name, p.cron, p.timezone, tuple(p.parameters)) for p in planned}
+    assert committed == expected
+    assert {d["work_pool"]["name"] for d in document["deployments"]} == {"retain"}
+
+
+def test_bad_cron_zone_or_status_is_reported_with_its_line(tmp_path: Path) -> None:
+    from experiments.loader import SpecError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        SPEC.replace('cron: "0 9 * * *"', 'cron: "0 25 * * *"').replace(
+            "Europe/Stockholm", "Mars/Olympus"
+        )
+        + "status: sleeping\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    problems = [str(p) for p in caught.value.problems]
+    assert any("bad.yaml:10:" in p and "schedule.cron" in p and "Bad hour" in p for p in problems)
+    assert any("bad.yaml:10:" in p and "Mars/Olympus" in p for p in problems)
+    assert any("bad.yaml:11:" in p and "status" in p for p in problems)
