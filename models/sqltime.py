@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float
+from sqlalchemy import Float, Integer
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
@@ -65,3 +65,26 @@ def _add_days_pg(element: add_days, compiler: Any, **kw: Any) -> str:
         f"({compiler.process(ts, **kw)} + make_interval(secs => "
         f"CAST({compiler.process(days, **kw)} AS DOUBLE PRECISION) * 86400.0))"
     )
+
+
+class epoch_day(FunctionElement[int]):
+    """The UTC calendar day of a timestamp as whole days since 1970-01-01 (an integer)."""
+
+    type = Integer()
+    inherit_cache = True
+
+    def __init__(self, timestamp: Any) -> None:
+        super().__init__(timestamp)
+
+
+@compiles(epoch_day, "sqlite")
+def _epoch_day_sqlite(element: epoch_day, compiler: Any, **kw: Any) -> str:
+    # julianday of a date is always x.5, so the difference is a whole number.
+    (ts,) = list(element.clauses)
+    return f"CAST(julianday(date({compiler.process(ts, **kw)})) - 2440587.5 AS INTEGER)"
+
+
+@compiles(epoch_day, "postgresql")
+def _epoch_day_pg(element: epoch_day, compiler: Any, **kw: Any) -> str:
+    (ts,) = list(element.clauses)
+    return f"(CAST({compiler.process(ts, **kw)} AS DATE) - DATE '1970-01-01')"

@@ -21,25 +21,29 @@ fully elapsed by ``as_of``, capped at the horizon:
 - Customers assigned less than one whole day before ``as_of`` (``w = 0``) carry no information
   yet and are left out, as are customers assigned after ``as_of``.
 
-The database returns one row per arm, day and event flag; no per-customer row reaches Python.
+The database returns one row per arm, assignment day, day and event flag (the assignment day lets
+:mod:`models.daily_aggregates` keep the tallies of cohorts followed to the horizon); no
+per-customer row reaches Python.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, and_, case, func, literal, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 from experiments.survival import SurvivalCounts
+from models.bulk import table
 from models.customer_data import Subscription
-from models.records import Assignment
-from models.sqltime import days_between
+from models.metric_sql import EPOCH, experiment_rows
+from models.sqltime import days_between, epoch_day
 
 
 class _floor_int(FunctionElement[int]):
@@ -68,6 +72,84 @@ def _whole_days(later: Any, earlier: Any) -> ColumnElement[int]:
     return _floor_int(days_between(later, earlier))
 
 
+def survival_rows(
+    connection: Connection,
+    experiment_id: int,
+    as_of: datetime,
+    horizon_days: int,
+    since: date | None = None,
+) -> dict[tuple[str, date], dict[int, tuple[int, int]]]:
+    """Per arm and assignment day (on or after ``since``): day -> (events, censored).
+
+    The first cancellation at or after assignment comes from one join of the cancellations with
+    the assignment rows, grouped by customer (no subquery per customer)."""
+    a = experiment_rows(experiment_id, since=since)
+    sub = table(Subscription)
+    first_cancel = (
+        select(a.c.customer_id, func.min(sub.c.canceled_at).label("at"))
+        .select_from(a.join(sub, sub.c.customer_id == a.c.customer_id))
+        .where(sub.c.canceled_at >= a.c.assigned_at)
+        .group_by(a.c.customer_id)
+        .subquery("fc")
+    )
+    elapsed = _whole_days(literal(as_of, a.c.assigned_at.type), a.c.assigned_at)
+    churn_day = _whole_days(first_cancel.c.at, a.c.assigned_at)
+    followed = case((elapsed < horizon_days, elapsed), else_=literal(horizon_days))
+    is_event = and_(first_cancel.c.at.is_not(None), churn_day < followed)
+    per_customer = (
+        select(
+            a.c.arm.label("arm"),
+            epoch_day(a.c.assigned_at).label("assigned"),
+            case((is_event, churn_day), else_=followed - 1).label("day"),
+            case((is_event, 1), else_=0).label("event"),
+        )
+        .select_from(a.outerjoin(first_cancel, first_cancel.c.customer_id == a.c.customer_id))
+        .where(elapsed >= 1)
+        .subquery("pc")
+    )
+    pc = per_customer.c
+    query = select(pc.arm, pc.assigned, pc.day, pc.event, func.count()).group_by(
+        pc.arm, pc.assigned, pc.day, pc.event
+    )
+    out: dict[tuple[str, date], dict[int, tuple[int, int]]] = defaultdict(dict)
+    for arm, assigned, day, event, count in connection.execute(query):
+        key = (str(arm), EPOCH + timedelta(days=int(assigned)))
+        events, censored = out[key].get(int(day), (0, 0))
+        if event:
+            events += int(count)
+        else:
+            censored += int(count)
+        out[key][int(day)] = (events, censored)
+    return dict(out)
+
+
+def counts_per_arm(
+    groups: Mapping[tuple[str, date], Mapping[int, tuple[int, int]]],
+) -> dict[str, SurvivalCounts]:
+    """Add up the per-assignment-day tallies into each arm's :class:`SurvivalCounts`."""
+    tallies: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for (arm, _assigned), by_day in groups.items():
+        for day, (events, censored) in by_day.items():
+            tallies[arm][day][0] += events
+            tallies[arm][day][1] += censored
+    return {
+        arm: SurvivalCounts(
+            days=tuple(sorted(by_day)),
+            events=tuple(by_day[d][0] for d in sorted(by_day)),
+            censored=tuple(by_day[d][1] for d in sorted(by_day)),
+        )
+        for arm, by_day in sorted(tallies.items())
+    }
+
+
+def check_survival_arguments(as_of: datetime, horizon_days: int) -> None:
+    """Raise ``ValueError`` for a horizon that is not a whole number >= 1 or a naive ``as_of``."""
+    if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 1:
+        raise ValueError(f"horizon_days must be a whole number >= 1, got {horizon_days!r}")
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of must be timezone-aware (UTC), got naive {as_of!r}")
+
+
 def survival_counts(
     engine: Engine, experiment_id: int, as_of: datetime, horizon_days: int = 90
 ) -> dict[str, SurvivalCounts]:
@@ -76,52 +158,7 @@ def survival_counts(
     See the module docstring for the definition of the time, the censoring and the edge cases.
     Arms with no customer followed for a whole day yet are absent from the result.
     """
-    if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 1:
-        raise ValueError(f"horizon_days must be a whole number >= 1, got {horizon_days!r}")
-    if as_of.tzinfo is None:
-        raise ValueError(f"as_of must be timezone-aware (UTC), got naive {as_of!r}")
-    a = Assignment.__table__.alias("a")  # type: ignore[attr-defined]
-    sub = Subscription.__table__  # type: ignore[attr-defined]
-    first_cancel = (
-        select(func.min(sub.c.canceled_at))
-        .where(sub.c.customer_id == a.c.customer_id, sub.c.canceled_at >= a.c.assigned_at)
-        .scalar_subquery()
-    )
-    base = (
-        select(
-            a.c.arm.label("arm"),
-            _whole_days(literal(as_of, a.c.assigned_at.type), a.c.assigned_at).label("elapsed"),
-            _whole_days(first_cancel, a.c.assigned_at).label("churn_day"),
-        )
-        .where(a.c.experiment_id == experiment_id)
-        .subquery()
-    )
-    followed = case((base.c.elapsed < horizon_days, base.c.elapsed), else_=literal(horizon_days))
-    is_event = and_(base.c.churn_day.is_not(None), base.c.churn_day < followed)
-    per_customer = (
-        select(
-            base.c.arm.label("arm"),
-            case((is_event, base.c.churn_day), else_=followed - 1).label("day"),
-            case((is_event, 1), else_=0).label("event"),
-        )
-        .where(base.c.elapsed >= 1)
-        .subquery()
-    )
-    query = (
-        select(per_customer.c.arm, per_customer.c.day, per_customer.c.event, func.count())
-        .group_by(per_customer.c.arm, per_customer.c.day, per_customer.c.event)
-        .order_by(per_customer.c.arm, per_customer.c.day)
-    )
+    check_survival_arguments(as_of, horizon_days)
     with engine.connect() as connection:
-        rows = connection.execute(query).all()
-    tallies: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for arm, day, event, count in rows:
-        tallies[arm][int(day)][0 if event else 1] += int(count)
-    return {
-        arm: SurvivalCounts(
-            days=tuple(sorted(by_day)),
-            events=tuple(by_day[d][0] for d in sorted(by_day)),
-            censored=tuple(by_day[d][1] for d in sorted(by_day)),
-        )
-        for arm, by_day in tallies.items()
-    }
+        groups = survival_rows(connection, experiment_id, as_of, horizon_days)
+    return counts_per_arm(groups)
