@@ -99,6 +99,11 @@ EVALUATION_INDEXES = (
         table(Subscription).c.canceled_at,
     ),
     Index(
+        "ix_subscriptions_canceled_customer",
+        table(Subscription).c.canceled_at,
+        table(Subscription).c.customer_id,
+    ),
+    Index(
         "ix_payment_methods_customer_created",
         table(PaymentMethod).c.customer_id,
         table(PaymentMethod).c.created_at,

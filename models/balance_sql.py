@@ -84,8 +84,7 @@ def covariate_moments(
 ) -> dict[str, dict[tuple[str, date], Moments]]:
     """covariate -> (arm, assignment day) -> moments around the arm's first customer's value."""
     reps = representatives(connection, experiment_id, arms)
-    a_reps = experiment_rows(experiment_id)
-    firsts = select(_covariate_rows(a_reps).where(a_reps.c.customer_id.in_(reps)).subquery())
+    firsts = select(_covariate_rows(experiment_rows(experiment_id, customers=reps)).subquery())
     shifts: dict[str, dict[str, float]] = {name: {} for name in COVARIATES}
     for row in connection.execute(firsts).mappings():
         for name in COVARIATES:

@@ -250,9 +250,10 @@ def experiment_rows(
     as_of: datetime | None = None,
     matured_days: float = 0.0,
     since: date | None = None,
+    customers: list[int] | None = None,
 ) -> FromClause:
-    """The experiment's assignment rows, optionally only those assigned on day ``since`` or later
-    and at least ``matured_days`` before ``as_of``."""
+    """The experiment's assignment rows, optionally only those assigned on day ``since`` or later,
+    at least ``matured_days`` before ``as_of``, or of the given ``customers``."""
     a = table(Assignment)
     conditions = [a.c.experiment_id == experiment_id]
     if as_of is not None:
@@ -267,6 +268,8 @@ def experiment_rows(
         conditions.append(
             a.c.assigned_at >= datetime(since.year, since.month, since.day, tzinfo=UTC)
         )
+    if customers is not None:
+        conditions.append(a.c.customer_id.in_(customers))
     columns = (a.c.customer_id, a.c.experiment_id, a.c.arm, a.c.assigned_at)
     return select(*columns).where(*conditions).subquery("a")
 
@@ -318,11 +321,7 @@ def metric_moments(
     metric over that many days before assignment (CUPED's ``x``)."""
     w = Window(as_of=as_of, days=CATALOGUE[name].window_days, costs=costs or Costs())
     reps = representatives(connection, experiment_id, arms)
-    a_reps = (
-        select(ASSIGNMENTS)
-        .where(ASSIGNMENTS.c.experiment_id == experiment_id, ASSIGNMENTS.c.customer_id.in_(reps))
-        .subquery("reps")
-    )
+    a_reps = experiment_rows(experiment_id, customers=reps)
     ys, xs = shifts_of(connection, name, w, a_reps, lookback_days)
     a = experiment_rows(experiment_id, as_of, w.days, since)
     per_customer = customer_values(name, w, a, lookback_days)
