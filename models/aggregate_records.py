@@ -81,12 +81,6 @@ EVALUATION_INDEXES = (
         _assignments.c.customer_id,
         _assignments.c.arm,
     ),
-    Index(
-        "ix_assignments_experiment_arm_customer",
-        _assignments.c.experiment_id,
-        _assignments.c.arm,
-        _assignments.c.customer_id,
-    ),
     Index("ix_messages_experiment_customer", _messages.c.experiment_id, _messages.c.customer_id),
     Index(
         "ix_invoices_customer_paid",
@@ -98,10 +92,13 @@ EVALUATION_INDEXES = (
         table(Subscription).c.customer_id,
         table(Subscription).c.canceled_at,
     ),
+    # Partial: only the canceled tenth, so both planners see how few rows a range holds.
     Index(
         "ix_subscriptions_canceled_customer",
         table(Subscription).c.canceled_at,
         table(Subscription).c.customer_id,
+        sqlite_where=table(Subscription).c.canceled_at.is_not(None),
+        postgresql_where=table(Subscription).c.canceled_at.is_not(None),
     ),
     Index(
         "ix_payment_methods_customer_created",

@@ -275,7 +275,8 @@ def experiment_rows(
 
 
 def representatives(connection: Connection, experiment_id: int, arms: list[str]) -> list[int]:
-    """One customer per arm (the smallest id), whose values serve as the arm's shift."""
+    """One customer per arm (the smallest id), whose values serve as the arm's shift (the
+    unique (experiment, customer) index finds each in a few rows)."""
     a = table(Assignment)
     out = []
     for arm in arms:

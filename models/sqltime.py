@@ -68,7 +68,7 @@ def _add_days_pg(element: add_days, compiler: Any, **kw: Any) -> str:
 
 
 class epoch_day(FunctionElement[int]):
-    """The UTC calendar day of a timestamp as whole days since 1970-01-01 (an integer)."""
+    """The UTC calendar day of a timestamp (after 1970) as whole days since 1970-01-01."""
 
     type = Integer()
     inherit_cache = True
@@ -79,9 +79,10 @@ class epoch_day(FunctionElement[int]):
 
 @compiles(epoch_day, "sqlite")
 def _epoch_day_sqlite(element: epoch_day, compiler: Any, **kw: Any) -> str:
-    # julianday of a date is always x.5, so the difference is a whole number.
+    # Days since the epoch are julianday - 2440587.5, exact at midnight; CAST truncates, which is
+    # the floor for any timestamp after 1970 (one date parse per row, not two).
     (ts,) = list(element.clauses)
-    return f"CAST(julianday(date({compiler.process(ts, **kw)})) - 2440587.5 AS INTEGER)"
+    return f"CAST(julianday({compiler.process(ts, **kw)}) - 2440587.5 AS INTEGER)"
 
 
 @compiles(epoch_day, "postgresql")

@@ -64,7 +64,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_activity_events_customer_kind_occurred', ['customer_id', 'kind', 'occurred_at'], unique=False)
 
     with op.batch_alter_table('assignments', schema=None) as batch_op:
-        batch_op.create_index('ix_assignments_experiment_arm_customer', ['experiment_id', 'arm', 'customer_id'], unique=False)
         batch_op.create_index('ix_assignments_experiment_assigned', ['experiment_id', 'assigned_at', 'customer_id', 'arm'], unique=False)
 
     with op.batch_alter_table('invoices', schema=None) as batch_op:
@@ -78,7 +77,11 @@ def upgrade() -> None:
 
     with op.batch_alter_table('subscriptions', schema=None) as batch_op:
         batch_op.create_index('ix_subscriptions_customer_canceled', ['customer_id', 'canceled_at'], unique=False)
-        batch_op.create_index('ix_subscriptions_canceled_customer', ['canceled_at', 'customer_id'], unique=False)
+        batch_op.create_index(
+            'ix_subscriptions_canceled_customer', ['canceled_at', 'customer_id'], unique=False,
+            sqlite_where=sa.text('canceled_at IS NOT NULL'),
+            postgresql_where=sa.text('canceled_at IS NOT NULL'),
+        )
 
     # ### end Alembic commands ###
 
@@ -100,7 +103,6 @@ def downgrade() -> None:
 
     with op.batch_alter_table('assignments', schema=None) as batch_op:
         batch_op.drop_index('ix_assignments_experiment_assigned')
-        batch_op.drop_index('ix_assignments_experiment_arm_customer')
 
     with op.batch_alter_table('activity_events', schema=None) as batch_op:
         batch_op.drop_index('ix_activity_events_customer_kind_occurred')
