@@ -179,7 +179,7 @@ def clock(best: Best) -> Any:
 def days(dialect: str, later: str, earlier: str) -> str:
     if dialect == "sqlite":
         return f"(julianday({later}) - julianday({earlier}))"
-    return f"(EXTRACT(EPOCH FROM ({later} - {earlier})) / 86400.0)"
+    return f"(date_part('epoch', {later} - {earlier}) / 86400.0)"
 
 
 # Per metric: the event table, its timestamp, a row filter, what a row adds, and how it counts.
@@ -327,17 +327,16 @@ def main() -> None:
     )
     as_of = T0 + timedelta(days=SPREAD_DAYS + 1)
 
-    if dialect == "postgresql":
-        for jit in (True, False):
-            best = Best()
-            for _ in range(args.repeat):
-                with clock(best):
-                    bare(engine, experiment_id, as_of, jit=jit)
-            print(f"bare GROUP BY, jit {'on' if jit else 'off'}: {best.show(dialect)}")
+    # The baseline is the faster of JIT on and off (the evaluation runs with it off).
     bare_best = Best()
-    for _ in range(args.repeat):
-        with clock(bare_best):
-            reference = bare(engine, experiment_id, as_of)
+    for jit in (True, False) if dialect == "postgresql" else (True,):
+        best = Best()
+        for _ in range(args.repeat):
+            with clock(best):
+                reference = bare(engine, experiment_id, as_of, jit=jit)
+        if dialect == "postgresql":
+            print(f"bare GROUP BY, jit {'on' if jit else 'off'}: {best.show(dialect)}")
+        bare_best = best if best.wall < bare_best.wall else bare_best
     print(
         f"bare GROUP BY (every metric with CUPED x, survival, covariates): {bare_best.show(dialect)}"
     )

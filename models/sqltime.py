@@ -34,9 +34,11 @@ def _days_between_sqlite(element: days_between, compiler: Any, **kw: Any) -> str
 @compiles(days_between, "postgresql")
 def _days_between_pg(element: days_between, compiler: Any, **kw: Any) -> str:
     later, earlier = list(element.clauses)
+    # date_part is double precision; EXTRACT returns numeric since PostgreSQL 14, and numeric
+    # arithmetic on every joined row made the evaluation's queries several times slower.
     return (
-        f"(EXTRACT(EPOCH FROM ({compiler.process(later, **kw)} - "
-        f"{compiler.process(earlier, **kw)})) / 86400.0)"
+        f"(date_part('epoch', {compiler.process(later, **kw)} - "
+        f"{compiler.process(earlier, **kw)}) / 86400.0)"
     )
 
 
