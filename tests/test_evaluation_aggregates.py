@@ -257,3 +257,17 @@ def test_evaluation_day_arithmetic() -> None:
     assert daily_aggregates.final_before(datetime(2026, 3, 20, 9, tzinfo=UTC), 14) == date(
         2026, 3, 6
     )
+
+
+def test_seeding_leaves_planner_statistics(engine: Engine) -> None:
+    """``seed_business`` ends with ``analyze``: both planners know the tables' sizes."""
+    seed_business(engine, generate_business(BusinessConfig(customers=60, seed=3, as_of=T0)))
+    with engine.connect() as c:
+        if engine.dialect.name == "sqlite":
+            rows = c.exec_driver_sql("SELECT stat FROM sqlite_stat1 WHERE tbl = 'customers'").all()
+            assert rows and all(int(stat.split()[0]) == 60 for (stat,) in rows)
+        else:
+            tuples = c.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE relname = 'customers'"
+            ).scalar()
+            assert tuples == 60
