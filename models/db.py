@@ -74,3 +74,10 @@ def dispose_engine(url: str) -> None:
     engine = _ENGINES.pop(url, None)
     if engine is not None:
         engine.dispose()
+
+
+def analyze(engine: Engine) -> None:
+    """Refresh the planner's statistics (``ANALYZE``) after bulk writes, on SQLite and
+    PostgreSQL alike, so joins over freshly loaded tables get sensible plans."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("ANALYZE")

@@ -16,10 +16,8 @@ from experiments.metrics import CATALOGUE
 from experiments.report_models import Report
 from experiments.spec import ExperimentSpec
 from experiments.stats import SampleStats
-from models.balance_sql import covariate_statistics
-from models.metric_sql import arm_statistics, paired_statistics
+from models.daily_aggregates import covariate_statistics, metric_statistics, survival_statistics
 from models.records import Result
-from models.survival_sql import survival_counts
 
 
 def evaluate(
@@ -31,22 +29,30 @@ def evaluate(
     planted: Mapping[tuple[str, str], float] | None = None,
 ) -> Report:
     """Aggregate every metric of the spec per arm in SQL and build the report; the report is also
-    stored in the ``results`` table."""
+    stored in the ``results`` table.
+
+    The per-arm sums of cohorts that can no longer change are stored by assignment day and reused
+    by the next evaluation (:mod:`models.daily_aggregates`), so a daily evaluation aggregates only
+    the customers whose windows matured since."""
     analysis = spec.analysis
     costs = analysis.costs
+    arms = [arm.name for arm in spec.arms]
     empty = SampleStats(n=0, sum=0.0, sum_squares=0.0)
     inputs = []
     for name, role in spec.metrics.roles():
         paired = None
-        if analysis.cuped:
-            # One pass gives both the outcome's sums and the cross-products with the pre-period.
-            paired = paired_statistics(
-                engine, experiment_id, name, as_of, analysis.cuped_lookback_days, costs
-            )
-            stats = {arm: p.outcome for arm, p in paired.items()}
-            paired = paired if set(paired) == {a.name for a in spec.arms} else None
-        else:
-            stats = arm_statistics(engine, experiment_id, name, as_of, costs)
+        # One pass gives both the outcome's sums and the cross-products with the pre-period.
+        lookback = (
+            float(analysis.cuped_lookback_days or CATALOGUE[name].window_days)
+            if analysis.cuped
+            else None
+        )
+        moments = metric_statistics(
+            engine, experiment_id, name, as_of, arms, costs=costs, lookback_days=lookback
+        )
+        stats = {arm: m.sample() for arm, m in moments.items()}
+        if analysis.cuped and set(moments) == set(arms):
+            paired = {arm: m.paired() for arm, m in moments.items()}
         definition = CATALOGUE[name]
         inputs.append(
             MetricInput(
@@ -70,8 +76,8 @@ def evaluate(
         metrics=inputs,
         planted=planted,
         settings=AnalysisSettings.from_spec(analysis),
-        survival=SurvivalInput(survival_counts(engine, experiment_id, as_of, horizon), horizon),
-        balance=covariate_statistics(engine, experiment_id),
+        survival=SurvivalInput(survival_statistics(engine, experiment_id, as_of, horizon), horizon),
+        balance=covariate_statistics(engine, experiment_id, as_of, arms),
     )
     with Session(engine) as session:
         session.add(

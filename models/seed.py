@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from experiments.simulation.business import SyntheticBusiness
 from models.bulk import table
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
-from models.db import redact
+from models.db import analyze, redact
 from models.records import Suppression
 
 CHUNK = 10_000
@@ -159,6 +159,7 @@ def seed_business(
             },
             report,
         )
+    analyze(engine)
     return SeedSummary(len(c), len(s), len(i), len(p), len(a), len(u))
 
 

@@ -21,51 +21,171 @@ fully elapsed by ``as_of``, capped at the horizon:
 - Customers assigned less than one whole day before ``as_of`` (``w = 0``) carry no information
   yet and are left out, as are customers assigned after ``as_of``.
 
-The database returns one row per arm, day and event flag; no per-customer row reaches Python.
+The database returns one row per arm, assignment day, day and event flag (the assignment day lets
+:mod:`models.daily_aggregates` keep the tallies of cohorts followed to the horizon); no
+per-customer row reaches Python.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, func, literal, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import Integer, func, literal, select
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 from experiments.survival import SurvivalCounts
+from models.bulk import table
 from models.customer_data import Subscription
+from models.metric_sql import EPOCH, experiment_rows
 from models.records import Assignment
-from models.sqltime import days_between
+from models.sqltime import days_between, epoch_day
 
 
-class _floor_int(FunctionElement[int]):
-    """``floor(x)`` as an integer, on SQLite builds without the math functions too."""
+class _trunc_int(FunctionElement[int]):
+    """The whole part of ``x >= 0`` as an integer (there it equals the floor), computing ``x``
+    once: the per-row date arithmetic is most of these queries' time on SQLite."""
 
     type = Integer()
     inherit_cache = True
 
 
-@compiles(_floor_int, "sqlite")
-def _floor_int_sqlite(element: _floor_int, compiler: Any, **kw: Any) -> str:
-    # CAST truncates toward zero; subtract 1 for negative non-integers to floor instead.
+@compiles(_trunc_int, "sqlite")
+def _trunc_int_sqlite(element: _trunc_int, compiler: Any, **kw: Any) -> str:
     (arg,) = element.clauses
-    x = compiler.process(arg, **kw)
-    return f"(CAST({x} AS INTEGER) - (CAST({x} AS INTEGER) > {x}))"
+    return f"CAST({compiler.process(arg, **kw)} AS INTEGER)"
 
 
-@compiles(_floor_int, "postgresql")
-def _floor_int_pg(element: _floor_int, compiler: Any, **kw: Any) -> str:
-    # CAST alone would round on PostgreSQL, so floor first.
+@compiles(_trunc_int, "postgresql")
+def _trunc_int_pg(element: _trunc_int, compiler: Any, **kw: Any) -> str:
     (arg,) = element.clauses
-    return f"CAST(FLOOR({compiler.process(arg, **kw)}) AS INTEGER)"
+    return f"CAST(TRUNC({compiler.process(arg, **kw)}) AS INTEGER)"
 
 
-def _whole_days(later: Any, earlier: Any) -> ColumnElement[int]:
-    return _floor_int(days_between(later, earlier))
+class _at_most(FunctionElement[int]):
+    """``min(x, cap)`` of two integers (SQLite's two-argument ``MIN``, PostgreSQL's ``LEAST``)."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_at_most, "sqlite")
+def _at_most_sqlite(element: _at_most, compiler: Any, **kw: Any) -> str:
+    x, cap = list(element.clauses)
+    return f"MIN({compiler.process(x, **kw)}, {compiler.process(cap, **kw)})"
+
+
+@compiles(_at_most, "postgresql")
+def _at_most_pg(element: _at_most, compiler: Any, **kw: Any) -> str:
+    x, cap = list(element.clauses)
+    return f"LEAST({compiler.process(x, **kw)}, {compiler.process(cap, **kw)})"
+
+
+def _followed(elapsed: ColumnElement[float], horizon_days: int) -> ColumnElement[int]:
+    """Whole days followed, ``min(floor(elapsed), horizon)``, for ``elapsed >= 1``."""
+    return _at_most(_trunc_int(elapsed), literal(horizon_days))
+
+
+def survival_rows(
+    connection: Connection,
+    experiment_id: int,
+    as_of: datetime,
+    horizon_days: int,
+    since: date | None = None,
+) -> dict[tuple[str, date], dict[int, tuple[int, int]]]:
+    """Per arm and assignment day (on or after ``since``): day -> (events, censored).
+
+    Two queries, neither with a subquery per customer: everyone followed for a day, counted by
+    the day they would be censored on (from the assignment index alone), and the churn events,
+    from the cancellations (a tenth of the rows, found by their own index) joined with the
+    assignments. A customer with an event is moved from their censoring day to their event day.
+    """
+    at_as_of = literal(as_of, table(Assignment).c.assigned_at.type)
+    a = experiment_rows(experiment_id, since=since)
+    elapsed = days_between(at_as_of, a.c.assigned_at)
+    assigned = epoch_day(a.c.assigned_at).label("d")
+    censor_day = (_followed(elapsed, horizon_days) - 1).label("c")
+    everyone = (
+        select(a.c.arm, assigned, censor_day, func.count())
+        .where(elapsed >= 1)
+        .group_by(a.c.arm, assigned, censor_day)
+    )
+    tallies: dict[tuple[str, date], dict[int, list[int]]] = defaultdict(
+        lambda: defaultdict(lambda: [0, 0])
+    )
+    for arm, d, day, count in connection.execute(everyone):
+        tallies[(str(arm), EPOCH + timedelta(days=int(d)))][int(day)][1] += int(count)
+    for arm, d, day, censored_on, count in connection.execute(
+        _events(experiment_id, at_as_of, horizon_days, since)
+    ):
+        by_day = tallies[(str(arm), EPOCH + timedelta(days=int(d)))]
+        by_day[int(day)][0] += int(count)
+        by_day[int(censored_on)][1] -= int(count)
+    return {
+        key: {day: (e, c) for day, (e, c) in sorted(by_day.items()) if e or c}
+        for key, by_day in tallies.items()
+    }
+
+
+def _events(experiment_id: int, at_as_of: Any, horizon_days: int, since: date | None) -> Select:
+    """Churn events per arm, assignment day, event day and the day the customer would otherwise
+    have been censored on: the first cancellation at or after assignment, on a day fully over."""
+    a, sub = table(Assignment), table(Subscription)
+    conditions = [a.c.experiment_id == experiment_id, sub.c.canceled_at >= a.c.assigned_at]
+    if since is not None:
+        start = datetime(since.year, since.month, since.day, tzinfo=UTC)
+        conditions += [a.c.assigned_at >= start, sub.c.canceled_at >= start]
+    else:
+        conditions.append(sub.c.canceled_at.is_not(None))
+    first = (
+        select(a.c.arm, a.c.assigned_at, func.min(sub.c.canceled_at).label("at"))
+        .select_from(sub.join(a, a.c.customer_id == sub.c.customer_id))
+        .where(*conditions)
+        .group_by(a.c.customer_id, a.c.arm, a.c.assigned_at)
+        .subquery("fc")
+    )
+    elapsed = days_between(at_as_of, first.c.assigned_at)
+    followed = _followed(elapsed, horizon_days)
+    churn_day = _trunc_int(days_between(first.c.at, first.c.assigned_at)).label("e")
+    assigned, censor_day = epoch_day(first.c.assigned_at).label("d"), (followed - 1).label("c")
+    return (
+        select(first.c.arm, assigned, churn_day, censor_day, func.count())
+        .where(elapsed >= 1, churn_day < followed)
+        .group_by(first.c.arm, assigned, churn_day, censor_day)
+    )
+
+
+def counts_per_arm(
+    groups: Mapping[tuple[str, date], Mapping[int, tuple[int, int]]],
+) -> dict[str, SurvivalCounts]:
+    """Add up the per-assignment-day tallies into each arm's :class:`SurvivalCounts`."""
+    tallies: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for (arm, _assigned), by_day in groups.items():
+        for day, (events, censored) in by_day.items():
+            tallies[arm][day][0] += events
+            tallies[arm][day][1] += censored
+    return {
+        arm: SurvivalCounts(
+            days=tuple(sorted(by_day)),
+            events=tuple(by_day[d][0] for d in sorted(by_day)),
+            censored=tuple(by_day[d][1] for d in sorted(by_day)),
+        )
+        for arm, by_day in sorted(tallies.items())
+    }
+
+
+def check_survival_arguments(as_of: datetime, horizon_days: int) -> None:
+    """Raise ``ValueError`` for a horizon that is not a whole number >= 1 or a naive ``as_of``."""
+    if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 1:
+        raise ValueError(f"horizon_days must be a whole number >= 1, got {horizon_days!r}")
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of must be timezone-aware (UTC), got naive {as_of!r}")
 
 
 def survival_counts(
@@ -76,52 +196,7 @@ def survival_counts(
     See the module docstring for the definition of the time, the censoring and the edge cases.
     Arms with no customer followed for a whole day yet are absent from the result.
     """
-    if isinstance(horizon_days, bool) or not isinstance(horizon_days, int) or horizon_days < 1:
-        raise ValueError(f"horizon_days must be a whole number >= 1, got {horizon_days!r}")
-    if as_of.tzinfo is None:
-        raise ValueError(f"as_of must be timezone-aware (UTC), got naive {as_of!r}")
-    a = Assignment.__table__.alias("a")  # type: ignore[attr-defined]
-    sub = Subscription.__table__  # type: ignore[attr-defined]
-    first_cancel = (
-        select(func.min(sub.c.canceled_at))
-        .where(sub.c.customer_id == a.c.customer_id, sub.c.canceled_at >= a.c.assigned_at)
-        .scalar_subquery()
-    )
-    base = (
-        select(
-            a.c.arm.label("arm"),
-            _whole_days(literal(as_of, a.c.assigned_at.type), a.c.assigned_at).label("elapsed"),
-            _whole_days(first_cancel, a.c.assigned_at).label("churn_day"),
-        )
-        .where(a.c.experiment_id == experiment_id)
-        .subquery()
-    )
-    followed = case((base.c.elapsed < horizon_days, base.c.elapsed), else_=literal(horizon_days))
-    is_event = and_(base.c.churn_day.is_not(None), base.c.churn_day < followed)
-    per_customer = (
-        select(
-            base.c.arm.label("arm"),
-            case((is_event, base.c.churn_day), else_=followed - 1).label("day"),
-            case((is_event, 1), else_=0).label("event"),
-        )
-        .where(base.c.elapsed >= 1)
-        .subquery()
-    )
-    query = (
-        select(per_customer.c.arm, per_customer.c.day, per_customer.c.event, func.count())
-        .group_by(per_customer.c.arm, per_customer.c.day, per_customer.c.event)
-        .order_by(per_customer.c.arm, per_customer.c.day)
-    )
+    check_survival_arguments(as_of, horizon_days)
     with engine.connect() as connection:
-        rows = connection.execute(query).all()
-    tallies: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for arm, day, event, count in rows:
-        tallies[arm][int(day)][0 if event else 1] += int(count)
-    return {
-        arm: SurvivalCounts(
-            days=tuple(sorted(by_day)),
-            events=tuple(by_day[d][0] for d in sorted(by_day)),
-            censored=tuple(by_day[d][1] for d in sorted(by_day)),
-        )
-        for arm, by_day in tallies.items()
-    }
+        groups = survival_rows(connection, experiment_id, as_of, horizon_days)
+    return counts_per_arm(groups)

@@ -1,0 +1,280 @@
+"""Incremental evaluation: per-arm sums by assignment day, stored once the day's cohort is final.
+
+A cohort (the customers assigned on one UTC day) is *final* for an aggregate when nothing the next
+evaluation could see changes its sums: every window of a metric has matured (the day ended at
+least ``window_days`` before ``as_of``), every customer has been followed to the survival horizon,
+or, for the pre-assignment covariates, the day is over. Final days are stored in
+:mod:`models.aggregate_records`; an evaluation reads them and aggregates in SQL only the customers
+assigned since (``assigned_at >= final_before``), so a daily evaluation reads roughly one day of
+newly matured customers per metric instead of the whole history.
+
+The stored days are as final as the data: an event back-dated into a stored cohort's window (a
+late import, a corrected invoice) is not seen until :func:`forget` drops the experiment's stored
+days. An evaluation *earlier* than the stored mark uses only the days final at its own ``as_of``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from experiments.cuped import PairedStats
+from experiments.metrics import CATALOGUE
+from experiments.spec import Costs
+from experiments.stats import SampleStats
+from experiments.survival import SurvivalCounts
+from models.aggregate_records import AggregateMark, MetricDay, SurvivalDay
+from models.balance_sql import COVARIATES, covariate_moments
+from models.bulk import insert_ignoring_conflicts, table
+from models.metric_sql import metric_moments
+from models.moments import Moments
+from models.survival_sql import check_survival_arguments, counts_per_arm, survival_rows
+
+# Days within this margin of a maturity edge are left for the next evaluation, so that rounding
+# in the databases' day arithmetic can never make a stored day differ from a recount.
+MARGIN = timedelta(minutes=1)
+Groups = dict[tuple[str, date], Moments]
+Fresh = Callable[[date | None], Groups]
+MOMENT_FIELDS = ("n", "shift_y", "sum_y", "sum_y2", "shift_x", "sum_x", "sum_x2", "sum_xy")
+
+
+def final_before(as_of: datetime, window_days: float) -> date:
+    """The first assignment day not final at ``as_of`` for a window of ``window_days``: every day
+    before it ended at least ``window_days`` (plus :data:`MARGIN`) before ``as_of``."""
+    return (as_of - timedelta(days=window_days) - MARGIN).date()
+
+
+def metric_key(name: str, lookback_days: float | None, costs: Costs) -> str:
+    """The stored aggregate's name: the metric and every setting its per-customer value uses."""
+    settings = {"lookback": lookback_days, "costs": costs.model_dump(mode="json")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return f"metric:{name}:{digest}"
+
+
+def _mark(connection: Connection, experiment_id: int, key: str) -> date | None:
+    marks = table(AggregateMark)
+    query = select(marks.c.final_before).where(
+        marks.c.experiment_id == experiment_id, marks.c.key == key
+    )
+    found = connection.execute(query).scalar()
+    return found if isinstance(found, date) else None
+
+
+def _move_mark(
+    connection: Connection, experiment_id: int, key: str, new: date, as_of: datetime
+) -> None:
+    marks = table(AggregateMark)
+    row = {"experiment_id": experiment_id, "key": key, "final_before": new, "as_of": as_of}
+    insert_ignoring_conflicts(connection, marks, [row], ["experiment_id", "key"])
+    connection.execute(
+        update(marks)
+        .where(
+            marks.c.experiment_id == experiment_id,
+            marks.c.key == key,
+            marks.c.final_before < new,
+        )
+        .values(final_before=new, as_of=as_of)
+    )
+
+
+def _stored_moments(
+    connection: Connection, experiment_id: int, key: str, before: date
+) -> dict[tuple[str, date], Moments]:
+    days = table(MetricDay)
+    query = select(days.c.arm, days.c.day, *(days.c[f] for f in MOMENT_FIELDS)).where(
+        days.c.experiment_id == experiment_id, days.c.key == key, days.c.day < before
+    )
+    out: dict[tuple[str, date], Moments] = {}
+    for arm, day, n, *sums in connection.execute(query):
+        out[(arm, day)] = Moments(int(n), *(float(s) for s in sums))
+    return out
+
+
+def _incremental_moments(
+    connection: Connection,
+    experiment_id: int,
+    key: str,
+    metric: str,
+    as_of: datetime,
+    window_days: float,
+    fresh_since: Fresh,
+) -> dict[tuple[str, date], Moments]:
+    mark = _mark(connection, experiment_id, key)
+    final = final_before(as_of, window_days)
+    since = min(mark, final) if mark is not None else None
+    stored = _stored_moments(connection, experiment_id, key, since) if since else {}
+    fresh: dict[tuple[str, date], Moments] = fresh_since(since)
+    rows = [
+        {"experiment_id": experiment_id, "key": key, "metric": metric, "arm": arm, "day": day}
+        | {f: getattr(m, f) for f in MOMENT_FIELDS}
+        for (arm, day), m in fresh.items()
+        if day < final
+    ]
+    insert_ignoring_conflicts(
+        connection, table(MetricDay), rows, ["experiment_id", "key", "arm", "day"]
+    )
+    _move_mark(connection, experiment_id, key, final, as_of)
+    return stored | fresh
+
+
+def per_arm(groups: Mapping[tuple[str, date], Moments]) -> dict[str, Moments]:
+    """Add up per-day moments into one per arm (exactly, re-shifting as needed)."""
+    out: dict[str, Moments] = {}
+    for (arm, _day), m in sorted(groups.items()):
+        out[arm] = out[arm] + m if arm in out else m
+    return out
+
+
+def metric_statistics(
+    engine: Engine,
+    experiment_id: int,
+    name: str,
+    as_of: datetime,
+    arms: list[str],
+    *,
+    costs: Costs | None = None,
+    lookback_days: float | None = None,
+) -> dict[str, Moments]:
+    """Per arm, the moments of metric ``name`` (with CUPED's pre-period ``x`` when
+    ``lookback_days`` is given): stored final days plus the days since, aggregated now."""
+    costs = costs or Costs()
+    key = metric_key(name, lookback_days, costs)
+
+    def fresh(since: date | None) -> dict[tuple[str, date], Moments]:
+        return metric_moments(
+            connection,
+            experiment_id,
+            name,
+            as_of,
+            arms,
+            costs=costs,
+            lookback_days=lookback_days,
+            since=since,
+        )
+
+    with engine.begin() as connection:
+        window = CATALOGUE[name].window_days
+        groups = _incremental_moments(connection, experiment_id, key, name, as_of, window, fresh)
+    return per_arm(groups)
+
+
+def covariate_statistics(
+    engine: Engine, experiment_id: int, as_of: datetime, arms: list[str]
+) -> dict[str, dict[str, SampleStats]]:
+    """covariate -> arm -> sufficient statistics; days over by ``as_of`` are stored and reused."""
+    out: dict[str, dict[str, SampleStats]] = {}
+    with engine.begin() as connection:
+        cache: dict[date | None, dict[str, dict[tuple[str, date], Moments]]] = {}
+
+        def fresh_of(name: str) -> Fresh:
+            def fresh(since: date | None) -> dict[tuple[str, date], Moments]:
+                if since not in cache:
+                    cache[since] = covariate_moments(connection, experiment_id, arms, since)
+                return cache[since][name]
+
+            return fresh
+
+        for name in COVARIATES:
+            key = f"covariate:{name}"
+            groups = _incremental_moments(
+                connection, experiment_id, key, name, as_of, 0.0, fresh_of(name)
+            )
+            out[name] = {arm: m.sample() for arm, m in per_arm(groups).items()}
+    return out
+
+
+def survival_statistics(
+    engine: Engine, experiment_id: int, as_of: datetime, horizon_days: int
+) -> dict[str, SurvivalCounts]:
+    """Per arm survival tallies; cohorts followed to the horizon are stored and reused."""
+    check_survival_arguments(as_of, horizon_days)
+    key = f"survival:{horizon_days}"
+    days = table(SurvivalDay)
+    with engine.begin() as connection:
+        mark = _mark(connection, experiment_id, key)
+        final = final_before(as_of, horizon_days)
+        since = min(mark, final) if mark is not None else None
+        groups: dict[tuple[str, date], dict[int, tuple[int, int]]] = {}
+        if since is not None:
+            query = select(
+                days.c.arm, days.c.day, days.c.churn_day, days.c.events, days.c.censored
+            ).where(
+                days.c.experiment_id == experiment_id,
+                days.c.horizon_days == horizon_days,
+                days.c.day < since,
+            )
+            for arm, day, churn_day, events, censored in connection.execute(query):
+                groups.setdefault((arm, day), {})[int(churn_day)] = (int(events), int(censored))
+        fresh = survival_rows(connection, experiment_id, as_of, horizon_days, since)
+        rows = [
+            {"experiment_id": experiment_id, "horizon_days": horizon_days, "arm": arm}
+            | {"day": day, "churn_day": d, "events": e, "censored": c}
+            for (arm, day), by_day in fresh.items()
+            if day < final
+            for d, (e, c) in by_day.items()
+        ]
+        insert_ignoring_conflicts(
+            connection,
+            days,
+            rows,
+            ["experiment_id", "horizon_days", "arm", "day", "churn_day"],
+        )
+        _move_mark(connection, experiment_id, key, final, as_of)
+    return counts_per_arm(groups | fresh)
+
+
+def forget(engine: Engine, experiment_id: int) -> None:
+    """Drop the experiment's stored days and marks (after back-dated data changed them)."""
+    with engine.begin() as connection:
+        for model in (MetricDay, SurvivalDay, AggregateMark):
+            t = table(model)
+            connection.execute(delete(t).where(t.c.experiment_id == experiment_id))
+
+
+@dataclass(frozen=True)
+class CumulativeDay:
+    """Every final cohort assigned up to and including ``day``, per arm."""
+
+    day: date
+    arms: dict[str, SampleStats]
+
+
+def cumulative_series(engine: Engine, experiment_id: int, metric: str) -> list[CumulativeDay]:
+    """The stored per-day sums of ``metric`` (the settings of its latest evaluation), added up
+    day by day: the metric per arm as it stood with the cohorts final by each day, for a
+    lift-over-time chart or a sequential test's history, without touching the customer tables."""
+    marks = table(AggregateMark)
+    with engine.connect() as connection:
+        key = connection.execute(
+            select(marks.c.key)
+            .where(
+                marks.c.experiment_id == experiment_id,
+                marks.c.key.like(f"metric:{metric}:%"),
+            )
+            .order_by(marks.c.as_of.desc(), marks.c.id.desc())
+            .limit(1)
+        ).scalar()
+        if key is None:
+            return []
+        stored = _stored_moments(connection, experiment_id, str(key), date.max)
+    by_day: dict[date, list[tuple[str, Moments]]] = {}
+    for (arm, day), m in stored.items():
+        by_day.setdefault(day, []).append((arm, m))
+    running: dict[str, Moments] = {}
+    series = []
+    for day in sorted(by_day):
+        for arm, m in by_day[day]:
+            running[arm] = running[arm] + m if arm in running else m
+        series.append(CumulativeDay(day, {arm: m.sample() for arm, m in sorted(running.items())}))
+    return series
+
+
+def paired_of(moments: Mapping[str, Moments]) -> dict[str, PairedStats]:
+    """CUPED's raw sums per arm."""
+    return {arm: m.paired() for arm, m in moments.items()}
