@@ -14,10 +14,13 @@ channels fails with that line rather than silently writing to the outbox.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from messaging.channels import Channel, OutboxChannel
 
 
 class MessagingSettings(BaseSettings):
@@ -182,3 +185,64 @@ def resolve_secret(value: SecretStr | None, block: str | None, what: str) -> str
     if not text:
         raise SettingsError(f"the Prefect Secret block {block!r} for {what} is empty")
     return text
+
+
+def _sendgrid(settings: MessagingSettings) -> Channel:
+    from messaging.sendgrid_channel import SendGridChannel
+
+    key = resolve_secret(
+        settings.sendgrid_api_key, settings.sendgrid_api_key_block, "RETAIN_SENDGRID_API_KEY"
+    )
+    return SendGridChannel(
+        key,
+        from_email=settings.sendgrid_from_email or "",
+        from_name=settings.sendgrid_from_name,
+        reply_to=settings.sendgrid_reply_to,
+        base_url=settings.sendgrid_base_url,
+        asm_group_id=settings.sendgrid_asm_group_id,
+        sandbox=settings.sendgrid_sandbox,
+        timeout=settings.sendgrid_timeout_seconds,
+    )
+
+
+def _twilio(settings: MessagingSettings) -> Channel:
+    from messaging.twilio_channel import TwilioChannel
+
+    token = resolve_secret(
+        settings.twilio_auth_token, settings.twilio_auth_token_block, "RETAIN_TWILIO_AUTH_TOKEN"
+    )
+    return TwilioChannel(
+        settings.twilio_account_sid or "",
+        token,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+        from_number=settings.twilio_from_number,
+        base_url=settings.twilio_base_url,
+        status_callback_base_url=settings.status_callback_base_url,
+        timeout=settings.twilio_timeout_seconds,
+    )
+
+
+def build_channels(settings: MessagingSettings, outbox_dir: Path) -> dict[str, Channel]:
+    """The channel for each kind of message: SendGrid / Twilio when configured, else the local
+    outbox folder. Raises :class:`SettingsError` naming what is missing when a provider's
+    settings are incomplete (never a silent fallback to the outbox)."""
+    problems = [
+        f"{plan.provider} ({plan.kind}) lacks {', '.join(plan.missing)}"
+        for plan in channel_plans(settings)
+        if plan.missing
+    ]
+    if problems:
+        raise SettingsError(
+            "; ".join(problems) + "; set them, or unset that provider's variables to use the "
+            "local outbox (`retain channels` shows the settings)"
+        )
+    outbox = OutboxChannel(outbox_dir)
+    return {
+        "email": _sendgrid(settings) if settings.sendgrid_configured() else outbox,
+        "sms": _twilio(settings) if settings.twilio_configured() else outbox,
+    }
+
+
+def call_budget(settings: MessagingSettings) -> float:
+    """The longest one provider call may take: the larger timeout plus a margin."""
+    return max(settings.sendgrid_timeout_seconds, settings.twilio_timeout_seconds) + 5.0
