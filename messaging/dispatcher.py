@@ -279,7 +279,7 @@ class _Batch:
             message_id=message.id,
             unsubscribe_url=context.links.unsubscribe_url,
         )
-        self.jobs.append(SendJob(outgoing, attempt, message.attempts + 1))
+        self.jobs.append(SendJob(outgoing, attempt, message.attempts + 1, decision.reason))
         return channel
 
     def outcome(
@@ -378,7 +378,7 @@ class _Dispatcher:
                     Outcome(
                         mid,
                         "sent",
-                        None,
+                        result.job.note,
                         sent_at=now,
                         provider=receipt.provider,
                         provider_message_id=receipt.provider_message_id,

@@ -50,6 +50,8 @@ class SendJob:
     """The attempt's number (unique per message, recorded in ``send_attempts``)."""
     tries: int = 1
     """Provider attempts including this one (what the retry limit counts)."""
+    note: str | None = None
+    """The policy's note, kept as the sent message's reason (e.g. ``fallback:no_address``)."""
 
 
 @dataclass(frozen=True)

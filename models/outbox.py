@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    DateTime,
     Integer,
     String,
     Text,
@@ -45,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from models.bulk import insert_ignoring_conflicts, table
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
@@ -148,10 +148,14 @@ def claim(
         .order_by(col(Message.scheduled_at), col(Message.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
+        # Materialised: PostgreSQL may otherwise re-run a LIMIT ... SKIP LOCKED subquery per
+        # row of the update and take more rows than the limit.
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     statement = (
         update(Message)
-        .where(col(Message.id).in_(ids.scalar_subquery()), _claimable(now, channels))
+        .where(col(Message.id).in_(select(ids.c.id)), _claimable(now, channels))
         .values(
             status="sending",
             status_reason=CLAIMED,
@@ -466,16 +470,18 @@ def write_outcomes(
             status_reason=bindparam("b_reason", type_=String),
             channel=func.coalesce(bindparam("b_channel", type_=String), col(Message.channel)),
             scheduled_at=func.coalesce(
-                bindparam("b_scheduled", type_=DateTime), col(Message.scheduled_at)
+                bindparam("b_scheduled", type_=UTCDateTime()), col(Message.scheduled_at)
             ),
             last_error=func.coalesce(bindparam("b_error", type_=Text), col(Message.last_error)),
-            sent_at=func.coalesce(bindparam("b_sent_at", type_=DateTime), col(Message.sent_at)),
+            sent_at=func.coalesce(
+                bindparam("b_sent_at", type_=UTCDateTime()), col(Message.sent_at)
+            ),
             provider=func.coalesce(bindparam("b_provider", type_=String), col(Message.provider)),
             provider_message_id=func.coalesce(
                 bindparam("b_provider_id", type_=String), col(Message.provider_message_id)
             ),
             attempts=col(Message.attempts) + bindparam("b_delta", type_=Integer),
-            lease_expires_at=bindparam("b_lease", type_=DateTime),
+            lease_expires_at=bindparam("b_lease", type_=UTCDateTime()),
             claimed_by=bindparam("b_claimed_by", type_=String),
             updated_at=now,
         )

@@ -61,10 +61,14 @@ def take_over_expired(
         .order_by(col(Message.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
+        # Materialised: PostgreSQL may otherwise re-run a LIMIT ... SKIP LOCKED subquery per
+        # row of the update and take more rows than the limit.
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     statement = (
         update(Message)
-        .where(col(Message.id).in_(ids.scalar_subquery()), _expired(now, channels))
+        .where(col(Message.id).in_(select(ids.c.id)), _expired(now, channels))
         .values(
             status_reason=RECONCILING,
             claimed_by=worker_id,

@@ -184,12 +184,17 @@ class World:
         unless: str | None = None,
         status: str = "pending",
         sent_at: datetime | None = None,
+        shadow: bool = False,
+        experiment_id: int | None = None,
     ) -> str:
         key = f"card-expiry-reminder:{customer_id}:{arm}:{step}:{channel}"
+        if experiment_id is not None:
+            key += f":{experiment_id}"
         self.add(
             Message(
                 idempotency_key=key,
-                experiment_id=self.experiment_id,
+                experiment_id=experiment_id or self.experiment_id,
+                shadow=shadow,
                 customer_id=customer_id,
                 arm=arm,
                 step_index=step,

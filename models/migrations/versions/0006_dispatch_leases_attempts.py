@@ -22,7 +22,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("messages") as batch:
-        batch.add_column(sa.Column("lease_expires_at", sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column("lease_expires_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch.add_column(
             sa.Column("shadow", sa.Boolean(), nullable=False, server_default=sa.false())
         )
@@ -35,8 +35,8 @@ def upgrade() -> None:
         sa.Column("channel", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
         sa.Column("address", sqlmodel.sql.sqltypes.AutoString(length=320), nullable=False),
         sa.Column("body_sha256", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column("started_at", sa.DateTime(), nullable=False),
-        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.Column("started_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.Column("finished_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
         sa.Column("outcome", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.Column(
             "provider_message_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True
