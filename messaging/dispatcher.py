@@ -541,6 +541,12 @@ def dispatch_due(
                 engine, moment, worker, opts.batch_size, list(channels), moment + opts.lease
             )
             if not batch:
+                # Leases may have lapsed meanwhile (another worker died): settle those too, and
+                # send what turned out not to have been sent.
+                settled = reconcile_expired(engine, tick(), worker, channels, opts.lease)
+                dispatcher.tally.reconciled += settled
+                if settled:
+                    continue
                 break
             if not dispatcher.run_batch(batch, moment, senders):
                 break

@@ -23,6 +23,7 @@ import itertools
 import json
 import random
 import re
+import sys
 import threading
 import time
 import uuid
@@ -91,6 +92,14 @@ def rate_limited(provider: str, retry_after: float = 2.0) -> Answer:
     return Answer(429, answer.body, (*answer.headers, ("Retry-After", f"{retry_after:g}")))
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout) or was killed mid-request is part of the scenario.
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class FakeProviders:
     """The server; ``with FakeProviders() as fake:`` starts and stops it."""
@@ -104,6 +113,8 @@ class FakeProviders:
     )
     planned: dict[str, list[Answer]] = field(default_factory=lambda: {"sendgrid": [], "twilio": []})
     transient_rate: float = 0.0
+    latency: float = 0.0
+    """Seconds each send waits before answering (a provider's processing time)."""
     permanent: Callable[[str, dict[str, Any]], Answer | None] | None = None
     seed: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -112,7 +123,7 @@ class FakeProviders:
         self._rng = random.Random(self.seed)
         self._ids = itertools.count(1)
         handler = _handler_for(self)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _Server(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -218,6 +229,8 @@ def _handler_for(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             request = self._record()
+            if fake.latency:
+                time.sleep(fake.latency)
             if request.path == "/v3/mail/send":
                 self._send(self._mail_send(request))
             elif re.fullmatch(r"/2010-04-01/Accounts/[^/]+/Messages\.json", request.path):
