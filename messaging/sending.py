@@ -21,26 +21,33 @@ class TokenBucket:
     """At most ``rate`` acquisitions per second on average, bursts of up to ``burst``;
     thread-safe. ``acquire`` sleeps until a token is available."""
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, not {rate}")
         self.rate = rate
         self.capacity = burst if burst is not None else max(1.0, rate)
         self.tokens = self.capacity
-        self.stamp = time.monotonic()
+        self.clock, self.sleep = clock, sleep
+        self.stamp = clock()
         self.lock = threading.Lock()
 
     def acquire(self) -> None:
         while True:
             with self.lock:
-                now = time.monotonic()
+                now = self.clock()
                 self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
                 self.stamp = now
                 if self.tokens >= 1:
                     self.tokens -= 1
                     return
                 wait = (1 - self.tokens) / self.rate
-            time.sleep(wait)
+            self.sleep(wait)
 
 
 @dataclass(frozen=True)

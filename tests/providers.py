@@ -373,3 +373,15 @@ def _handler_for(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
             return self._json(200, page)
 
     return Handler
+
+
+def main() -> None:  # pragma: no cover - used by bench/ to serve from its own process
+    """Serve until killed; print the base URL on the first line (``python -m tests.providers``)."""
+    fake = FakeProviders()
+    with fake:
+        print(fake.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
