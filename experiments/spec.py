@@ -52,6 +52,28 @@ class Step(StrictModel):
     unless: Condition | None = Field(
         default=None, description="skip this step if the condition holds when it is due"
     )
+    fallback: Literal["email"] | None = Field(
+        default=None,
+        description="send by this channel instead when the step's own channel cannot reach the "
+        "customer (no or invalid address, no consent, suppressed)",
+    )
+    fallback_template: str | None = Field(
+        default=None, pattern=r"^[a-z0-9_]+$", description="default: the step's template"
+    )
+
+    @model_validator(mode="after")
+    def _fallback_differs(self) -> Step:
+        if self.fallback == self.channel:
+            raise ValueError(f"fallback {self.fallback!r} is the step's own channel; remove it")
+        if self.fallback_template is not None and self.fallback is None:
+            raise ValueError("fallback_template needs a fallback channel, e.g. fallback: email")
+        return self
+
+    def fallback_target(self) -> tuple[str, str] | None:
+        """(channel, template) used when the step's own channel cannot reach the customer."""
+        if self.fallback is None:
+            return None
+        return self.fallback, self.fallback_template or self.template
 
 
 class Offer(StrictModel):
@@ -309,5 +331,23 @@ class ExperimentSpec(StrictModel):
         raise KeyError(name)
 
     def templates(self) -> set[tuple[str, str]]:
-        """Every (channel, template) the arms use."""
-        return {(step.channel, step.template) for arm in self.arms for step in arm.steps}
+        """Every (channel, template) the arms use, fallbacks included."""
+        used = {(step.channel, step.template) for arm in self.arms for step in arm.steps}
+        fallbacks = {step.fallback_target() for arm in self.arms for step in arm.steps}
+        return used | {target for target in fallbacks if target is not None}
+
+    def shadow_steps(self) -> list[Step]:
+        """The touch points a customer of an arm without steps (a control) is judged at: every
+        distinct (when, channel, unless, fallback) of the other arms, in time order. The policy
+        decides these as it would for a real message, and the result is recorded as "would have
+        sent" (intent-to-treat), never sent."""
+        seen: dict[tuple[object, ...], Step] = {}
+        for arm in self.arms:
+            for step in arm.steps:
+                seen.setdefault((step.at, step.channel, step.unless, step.fallback), step)
+        return sorted(seen.values(), key=lambda s: (s.at, s.channel, s.unless or ""))
+
+    def step_for(self, arm: str, index: int, shadow: bool) -> Step | None:
+        """The step an outbox row was scheduled from (None if the spec no longer has it)."""
+        steps = self.shadow_steps() if shadow else self.arm(arm).steps
+        return steps[index] if 0 <= index < len(steps) else None

@@ -161,25 +161,6 @@ def run(
 
 
 @app.command()
-def dispatch(
-    outbox: Annotated[Path, typer.Option(help="Folder the local outbox channel writes to.")] = Path(
-        "outbox"
-    ),
-    as_of: AsOf = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
-) -> None:
-    """Send every due message once, respecting consent, suppressions, quiet hours and caps."""
-    _quiet_prefect(verbose)
-    from flows.pipeline import dispatch_messages
-
-    summary = dispatch_messages(str(outbox), as_of=_utc(as_of))
-    console.print(
-        f"sent {summary.sent}, skipped {summary.skipped}, deferred {summary.deferred}, "
-        f"failed {summary.failed}"
-    )
-
-
-@app.command()
 def evaluate(
     key: Annotated[str, typer.Argument(help="Experiment key (as in its YAML).")],
     out: Annotated[Path, typer.Option(help="Folder for report.json/.md/.html.")] = Path("reports"),
@@ -369,6 +350,13 @@ def analyze(
         f"report written to {out}",
         highlight=False,
     )
+
+
+from flows import cli_messaging  # noqa: E402  (dispatch, channels, outbox)
+
+app.command()(cli_messaging.dispatch)
+app.command()(cli_messaging.channels)
+app.add_typer(cli_messaging.outbox_app, name="outbox")
 
 
 def main() -> None:  # pragma: no cover

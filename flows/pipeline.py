@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -18,9 +18,9 @@ from prefect.cache_policies import NONE
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report, write_report
 from experiments.rules import parse_rule
-from messaging.channels import OutboxChannel
-from messaging.dispatcher import DispatchSummary, dispatch_due
+from messaging.dispatcher import DispatchOptions, DispatchSummary, dispatch_due
 from messaging.render import template_exists
+from messaging.settings import build_channels, call_budget, load_settings
 from models.db import engine_for
 from models.evaluation import evaluate
 from models.experiments import (
@@ -90,11 +90,19 @@ def schedule(
     return schedule_messages(engine_for(database_url), experiment_id, loaded.spec, now)
 
 
-@task(cache_policy=NONE, retries=2, retry_delay_seconds=5)
-def dispatch(database_url: str | None, now: datetime, outbox_dir: str) -> DispatchSummary:
-    # Only the local outbox exists yet; SendGrid and Twilio channels plug in here.
-    channel = OutboxChannel(Path(outbox_dir))
-    return dispatch_due(engine_for(database_url), now, {"email": channel, "sms": channel})
+@task(cache_policy=NONE)
+def dispatch(database_url: str | None, as_of: datetime | None, outbox_dir: str) -> DispatchSummary:
+    # No task retries: a dispatch that stops says why in its summary, and the next run resumes
+    # (expired claims are taken over, messages in flight are reconciled with the provider).
+    settings = load_settings()
+    channels = build_channels(settings, Path(outbox_dir))
+    options = DispatchOptions(
+        senders=settings.senders,
+        rates={"email": settings.email_rate_per_second, "sms": settings.sms_rate_per_second},
+        lease=timedelta(seconds=settings.lease_seconds),
+        call_budget=call_budget(settings),
+    )
+    return dispatch_due(engine_for(database_url), as_of, channels, options=options)
 
 
 @task(cache_policy=NONE)
@@ -156,15 +164,24 @@ def run_experiment(
 def dispatch_messages(
     outbox_dir: str = "outbox", as_of: datetime | None = None, database_url: str | None = None
 ) -> DispatchSummary:
-    """Send every due message in the outbox through its channel, once."""
-    summary = dispatch(database_url, as_of or now_utc(), outbox_dir)
-    get_run_logger().info(
-        "sent %d, skipped %s, deferred %d, failed %d",
+    """Send every due message in the outbox through its channel, once. Without ``as_of`` each
+    batch is judged by the clock when it is sent; with it, the whole run acts at that time."""
+    summary = dispatch(database_url, as_of, outbox_dir)
+    logger = get_run_logger()
+    logger.info(
+        "sent %d, withheld (control) %d, skipped %s, deferred %d, failed %d, retried %d, "
+        "outcome unknown %d, reconciled %d",
         summary.sent,
+        summary.withheld,
         summary.skipped,
         summary.deferred,
         summary.failed,
+        summary.retried,
+        summary.unknown,
+        summary.reconciled,
     )
+    if summary.error:
+        logger.error("dispatch incomplete: %s", summary.error)
     return summary
 
 

@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +33,28 @@ class OutgoingMessage:
     customer_id: int
     experiment_key: str
     arm: str
+    message_id: int = 0
+    """The outbox row id, carried to the provider (``custom_args``, status callback URL)."""
+    unsubscribe_url: str | None = None
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    """What a dispatcher wrote down before handing a message to a provider: enough to ask the
+    provider later whether it accepted it (reconciliation after a crash or a timeout)."""
+
+    message_id: int
+    idempotency_key: str
+    channel: str
+    experiment_key: str
+    to: str
+    body_sha256: str
+    started_at: datetime
+
+
+def body_digest(text: str) -> str:
+    """sha256 of a message body, as recorded before sending and compared when reconciling."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -44,19 +67,44 @@ class Receipt:
 
 class ChannelError(Exception):
     """A send that did not go through. ``permanent`` errors (bad address, rejected content) mark
-    the message failed; transient ones (rate limit, outage, timeout) are retried later."""
+    the message failed; transient ones (rate limit, outage) are retried later, not before
+    ``retry_after`` seconds when the provider said so. ``unknown_outcome`` means the provider may
+    have accepted it (a timeout after the request left): the message is reconciled, never blindly
+    resent. ``code`` is the provider's error code or HTTP status; ``suppress`` names a suppression
+    reason when the error means the customer must not be contacted on this channel again.
+    ``fatal`` errors (bad credentials) would fail every message alike: the message goes back to
+    pending and the dispatch stops, saying why."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        code: str | None = None,
+        retry_after: float | None = None,
+        suppress: str | None = None,
+        unknown_outcome: bool = False,
+        fatal: bool = False,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.code = code
+        self.retry_after = retry_after
+        self.suppress = suppress
+        self.unknown_outcome = unknown_outcome
+        self.fatal = fatal
 
 
 class Channel(Protocol):
-    """Sends one message; raises :class:`ChannelError` when it could not."""
+    """Sends one message; raises :class:`ChannelError` when it could not. ``find_sent`` asks the
+    provider whether it accepted a message recorded as in flight (None: it did not, so it is safe
+    to send again); it raises :class:`ChannelError` when the provider cannot tell right now."""
 
     provider: str
 
     def send(self, message: OutgoingMessage) -> Receipt: ...
+
+    def find_sent(self, record: SendRecord) -> Receipt | None: ...
 
 
 def _safe_name(value: str) -> str:
@@ -125,5 +173,22 @@ class OutboxChannel:
                 _write_atomic(path.with_suffix(".html"), rendered.html)
         except OSError as error:
             raise ChannelError(f"cannot write the outbox file {path}: {error}") from error
-        digest = hashlib.sha1(message.idempotency_key.encode("utf-8")).hexdigest()[:16]
-        return Receipt(provider=self.provider, provider_message_id=f"outbox-{digest}")
+        return Receipt(
+            provider=self.provider, provider_message_id=self._id(message.idempotency_key)
+        )
+
+    @staticmethod
+    def _id(idempotency_key: str) -> str:
+        return "outbox-" + hashlib.sha1(idempotency_key.encode("utf-8")).hexdigest()[:16]
+
+    def find_sent(self, record: SendRecord) -> Receipt | None:
+        """The file is written atomically, so it exists exactly when the message was sent."""
+        path = (
+            self.directory
+            / _safe_name(record.experiment_key)
+            / _safe_name(record.channel)
+            / f"{_safe_name(record.idempotency_key)}.txt"
+        )
+        if path.is_file():
+            return Receipt(self.provider, self._id(record.idempotency_key))
+        return None

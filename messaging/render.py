@@ -21,7 +21,7 @@ import os
 import re
 import traceback
 from dataclasses import dataclass, fields
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -192,7 +192,13 @@ def _locales_of(template: str, suffix: str) -> list[str]:
     folder = TEMPLATES_DIR / template
     if not re.fullmatch(r"[a-z0-9_]+", template) or not folder.is_dir():
         return []
-    return sorted(p.name.removesuffix("." + suffix) for p in folder.glob(f"*.{suffix}"))
+    # One stat per lookup; the listing is cached until the folder changes (its mtime moves).
+    return list(_listing(folder, folder.stat().st_mtime_ns, suffix))
+
+
+@lru_cache(maxsize=4096)
+def _listing(folder: Path, _stamp: int, suffix: str) -> tuple[str, ...]:
+    return tuple(sorted(p.name.removesuffix("." + suffix) for p in folder.glob(f"*.{suffix}")))
 
 
 def template_exists(channel: str, template: str) -> bool:
@@ -300,6 +306,6 @@ def render(channel: str, template: str, locale: str, context: MessageContext) ->
     subject, text = _split_subject(name, _render_file(name, context))
     html_name = f"{template}/{chosen}.{_HTML_SUFFIX}"
     html = None
-    if (TEMPLATES_DIR / html_name).is_file():
+    if chosen in _locales_of(template, _HTML_SUFFIX):
         html = _render_file(html_name, context).strip() + "\n"
     return RenderedMessage("email", subject, text, html, None)

@@ -175,12 +175,18 @@ def schedule_messages(
 ) -> int:
     """Create outbox rows for every step of every assigned customer's arm; returns rows added.
 
-    The idempotency key ``<experiment>:<customer>:<arm>:<step>`` makes re-scheduling a no-op.
+    The idempotency key ``<experiment>:<customer>:<arm>:<step>`` makes re-scheduling a no-op. Arms
+    without steps get ``shadow`` rows at the other arms' touch points (intent-to-treat, never sent).
     """
     added = 0
     with engine.begin() as connection:
+        shadow_steps = spec.shadow_steps()
         for arm in spec.arms:
-            if not arm.steps:
+            # An arm without steps (a control) gets shadow rows at the other arms' touch points:
+            # the policy decides them like real messages, and they are never sent.
+            shadow = not arm.steps
+            steps = shadow_steps if shadow else arm.steps
+            if not steps:
                 continue
             assigned = connection.execute(
                 select(Assignment.customer_id, Customer.external_id, Assignment.assigned_at)
@@ -200,11 +206,12 @@ def schedule_messages(
                     "scheduled_at": assigned_at + step.at,
                     "status": "pending",
                     "attempts": 0,
+                    "shadow": shadow,
                     "created_at": now,
                     "updated_at": now,
                 }
                 for customer_id, external_id, assigned_at in assigned
-                for index, step in enumerate(arm.steps)
+                for index, step in enumerate(steps)
             ]
             added += insert_ignoring_conflicts(
                 connection, table(Message), rows, ["idempotency_key"]

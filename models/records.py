@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Text, UniqueConstraint
+from sqlalchemy import Text, UniqueConstraint, false
 from sqlmodel import Column, Field, SQLModel
 
 
@@ -71,7 +71,7 @@ class Message(SQLModel, table=True):
         default="pending",
         max_length=16,
         index=True,
-        description="pending | sending | sent | failed | skipped",
+        description="pending | sending | sent | failed | skipped | withheld",
     )
     status_reason: str | None = Field(default=None, max_length=200)
     provider: str | None = Field(default=None, max_length=32)
@@ -79,6 +79,14 @@ class Message(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     claimed_by: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = Field(
+        default=None, description="a claim held past this instant is abandoned (worker died)"
+    )
+    shadow: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": false()},
+        description="a control customer's would-be message: decided by the policy, never sent",
+    )
     sent_at: datetime | None = None
     created_at: datetime
     updated_at: datetime

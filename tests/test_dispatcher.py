@@ -12,13 +12,12 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from messaging.channels import ChannelError, OutboxChannel, OutgoingMessage, Receipt
+from messaging.channels import ChannelError, OutboxChannel, OutgoingMessage, Receipt, SendRecord
 from messaging.dispatcher import MAX_ATTEMPTS, dispatch_due
 from messaging.policy import NO_LIMITS, PolicySettings
 from messaging.render import message_token, sms_segments
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
 from models.db import make_engine, session_scope
-from models.outbox import release_unattempted, stuck_messages
 from models.records import (
     Assignment,
     Experiment,
@@ -67,6 +66,7 @@ class Recording:
     keys: list[str] = field(default_factory=list)
     bodies: list[str] = field(default_factory=list)
     fail_with: list[Exception] = field(default_factory=list)
+    messages: list[OutgoingMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, message: OutgoingMessage) -> Receipt:
@@ -75,7 +75,15 @@ class Recording:
                 raise self.fail_with.pop(0)
             self.keys.append(message.idempotency_key)
             self.bodies.append(message.rendered.text)
+            self.messages.append(message)
             return Receipt(self.provider, f"rec-{len(self.keys)}")
+
+    def find_sent(self, record: SendRecord) -> Receipt | None:
+        with self.lock:
+            for number, key in enumerate(self.keys, start=1):
+                if key == record.idempotency_key:
+                    return Receipt(self.provider, f"rec-{number}")
+            return None
 
 
 class World:
@@ -176,12 +184,17 @@ class World:
         unless: str | None = None,
         status: str = "pending",
         sent_at: datetime | None = None,
+        shadow: bool = False,
+        experiment_id: int | None = None,
     ) -> str:
         key = f"card-expiry-reminder:{customer_id}:{arm}:{step}:{channel}"
+        if experiment_id is not None:
+            key += f":{experiment_id}"
         self.add(
             Message(
                 idempotency_key=key,
-                experiment_id=self.experiment_id,
+                experiment_id=experiment_id or self.experiment_id,
+                shadow=shadow,
                 customer_id=customer_id,
                 arm=arm,
                 step_index=step,
@@ -423,8 +436,9 @@ def test_transient_error_is_retried_then_sent(engine: Engine, world: World) -> N
     assert (summary.sent, summary.retried, summary.failed) == (0, 1, 0)
     row = world.row(key)
     assert (row.status, row.attempts, row.last_error) == ("pending", 1, "429 Too Many Requests")
-    assert row.scheduled_at == NOW + timedelta(minutes=1)
-    assert dispatch_due(engine, NOW + timedelta(seconds=30), {"email": channel}).sent == 0
+    # Backoff with jitter: one minute times a factor in [0.5, 1).
+    assert NOW + timedelta(seconds=30) <= row.scheduled_at < NOW + timedelta(minutes=1)
+    assert dispatch_due(engine, NOW + timedelta(seconds=29), {"email": channel}).sent == 0
     assert dispatch_due(engine, NOW + timedelta(minutes=1), {"email": channel}).sent == 1
     row = world.row(key)
     assert (row.status, row.attempts, row.sent_at) == ("sent", 2, NOW + timedelta(minutes=1))
@@ -491,35 +505,60 @@ def test_stopped_experiment_skips(engine: Engine, world: World) -> None:
     assert world.row(key).status_reason == "experiment_stopped"
 
 
-def test_unexpected_channel_error_leaves_message_for_review(engine: Engine, world: World) -> None:
+def test_unexpected_channel_error_is_reconciled_not_blindly_resent(
+    engine: Engine, world: World
+) -> None:
     crashing = Recording(fail_with=[RuntimeError("connection reset after request was sent")])
     key = world.message(world.customer())
     summary = dispatch_due(engine, NOW, {"email": crashing}, worker_id="worker-a")
-    assert summary.failed == 1
+    assert (summary.unknown, summary.sent, summary.failed) == (1, 0, 0)
     row = world.row(key)
     assert (row.status, row.status_reason, row.claimed_by) == ("sending", "in_flight", "worker-a")
-    assert dispatch_due(engine, NOW + timedelta(hours=2), {"email": crashing}).sent == 0
-    stuck = stuck_messages(engine, timedelta(minutes=30), NOW + timedelta(hours=1))
-    assert [(s.idempotency_key, s.attempted) for s in stuck] == [(key, True)]
-    assert stuck[0].last_error == "RuntimeError: connection reset after request was sent"
-    assert stuck_messages(engine, timedelta(minutes=30), NOW + timedelta(minutes=10)) == []
-    # In flight: possibly sent, so never released automatically.
-    assert release_unattempted(engine, timedelta(minutes=30), NOW + timedelta(hours=1)) == 0
+    assert row.last_error == "RuntimeError: connection reset after request was sent"
+    # Before the recheck time nobody touches it; after, the provider is asked: not there, so it
+    # is sent again, once.
+    assert dispatch_due(engine, NOW + timedelta(minutes=1), {"email": crashing}).sent == 0
+    later = dispatch_due(engine, NOW + timedelta(minutes=3), {"email": crashing})
+    assert (later.reconciled, later.sent) == (1, 1)
+    assert crashing.keys == [key]
+    assert world.row(key).status == "sent"
 
 
-def test_claimed_but_never_attempted_messages_can_be_released(engine: Engine, world: World) -> None:
+def test_unknown_outcome_found_at_the_provider_is_marked_sent(engine: Engine, world: World) -> None:
+    channel = Recording()
+    key = world.message(world.customer())
+
+    class AcceptsThenTimesOut(Recording):
+        def send(self, message: OutgoingMessage) -> Receipt:
+            channel.send(message)  # the provider accepted it ...
+            raise ChannelError("read timeout", unknown_outcome=True)  # ... the answer was lost
+
+        def find_sent(self, record: SendRecord) -> Receipt | None:
+            return channel.find_sent(record)
+
+    flaky = AcceptsThenTimesOut()
+    assert dispatch_due(engine, NOW, {"email": flaky}).unknown == 1
+    later = dispatch_due(engine, NOW + timedelta(minutes=5), {"email": flaky})
+    assert (later.reconciled, later.sent) == (1, 0)
+    row = world.row(key)
+    assert (row.status, row.status_reason, row.provider_message_id) == (
+        "sent",
+        "reconciled",
+        "rec-1",
+    )
+    assert row.sent_at == NOW  # when it was handed over
+    assert channel.keys == [key]
+
+
+def test_an_abandoned_claim_expires_and_is_claimed_again(engine: Engine, world: World) -> None:
     key = world.message(world.customer())
     with session_scope(engine) as session:
         row = session.exec(select(Message).where(Message.idempotency_key == key)).one()
         row.status, row.status_reason, row.claimed_by = "sending", "claimed", "crashed-worker"
-        row.updated_at = NOW - timedelta(hours=2)
-    stuck = stuck_messages(engine, timedelta(hours=1), NOW)
-    assert [(s.idempotency_key, s.attempted, s.claimed_by) for s in stuck] == [
-        (key, False, "crashed-worker")
-    ]
-    assert release_unattempted(engine, timedelta(hours=1), NOW) == 1
+        row.lease_expires_at = NOW + timedelta(minutes=1)
     channel = Recording()
-    assert dispatch_due(engine, NOW, {"email": channel}).sent == 1
+    assert dispatch_due(engine, NOW, {"email": channel}).sent == 0  # lease still held
+    assert dispatch_due(engine, NOW + timedelta(minutes=2), {"email": channel}).sent == 1
     assert channel.keys == [key]
 
 

@@ -52,7 +52,11 @@ def test_rerun_neither_rerandomises_nor_reschedules(engine: Engine) -> None:
     assert first.new == 40 and sum(first.by_arm.values()) == 40
     scheduled = schedule_messages(engine, reg.experiment_id, loaded.spec, T0)
     treated = first.by_arm.get("email_sms", 0)
-    assert scheduled == 2 * treated
+    # Treated customers get their two steps; control customers two shadow rows at the same
+    # touch points (decided by the policy, never sent).
+    assert scheduled == 2 * 40
+    assert count(engine, Message, shadow=False) == 2 * treated
+    assert count(engine, Message, shadow=True, arm="control") == 2 * (40 - treated)
     with engine.connect() as connection:
         before = dict(connection.execute(select(Assignment.customer_id, Assignment.arm)).all())
 
@@ -62,15 +66,15 @@ def test_rerun_neither_rerandomises_nor_reschedules(engine: Engine) -> None:
     assert not again.created and not again.new_snapshot
     second = assign_customers(engine, reg.experiment_id, loaded.spec, ids, later)
     assert second.new == 20 and second.already_assigned == 40
-    assert schedule_messages(
-        engine, reg.experiment_id, loaded.spec, later
-    ) == 2 * second.by_arm.get("email_sms", 0)
+    assert schedule_messages(engine, reg.experiment_id, loaded.spec, later) == 2 * second.new
     assert schedule_messages(engine, reg.experiment_id, loaded.spec, later) == 0
     with engine.connect() as connection:
         after = dict(connection.execute(select(Assignment.customer_id, Assignment.arm)).all())
     assert all(after[c] == arm for c, arm in before.items())
     assert count(engine, Assignment) == 60
-    assert count(engine, Message) == 2 * sum(1 for arm in after.values() if arm == "email_sms")
+    assert count(engine, Message) == 2 * 60
+    treated_now = sum(1 for arm in after.values() if arm == "email_sms")
+    assert count(engine, Message, shadow=False) == 2 * treated_now
 
 
 def test_scheduled_rows_follow_the_steps(engine: Engine) -> None:
@@ -87,12 +91,14 @@ def test_scheduled_rows_follow_the_steps(engine: Engine) -> None:
                 Message.scheduled_at,
                 Message.unless_condition,
                 Message.status,
+                Message.shadow,
             ).order_by(Message.idempotency_key)
         ).all()
-    assert rows, "some customer should be in the treated arm"
-    for key, channel, scheduled_at, unless, status in rows:
+    assert {r.shadow for r in rows} == {True, False}, "both arms should have customers"
+    for key, channel, scheduled_at, unless, status, shadow in rows:
         _, external, arm, step = key.split(":")
-        assert external.startswith("cus_") and arm == "email_sms" and status == "pending"
+        assert external.startswith("cus_") and status == "pending"
+        assert arm == ("control" if shadow else "email_sms")
         if step == "0":
             assert channel == "email" and scheduled_at == T0 and unless is None
         else:

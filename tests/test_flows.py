@@ -52,11 +52,13 @@ def test_run_dispatch_evaluate_is_idempotent(
     )
     assert second.newly_assigned == 0 and second.messages_scheduled == 0
     treated = first.by_arm["email_sms"]
-    assert scalar(engine, select(func.count()).select_from(Message)) == 2 * treated
+    control = first.by_arm["control"]
+    assert scalar(engine, select(func.count()).select_from(Message)) == 2 * 30
 
     # 09:00 UTC is 10:00 in Stockholm: outside quiet hours, so every email goes now.
     sent = dispatch_messages(str(outbox), as_of=T0, database_url=database_url)
-    assert sent.sent == treated
+    assert sent.sent == treated and sent.complete
+    assert sent.withheld == control  # the control's would-be emails: eligible, never sent
     again = dispatch_messages(
         str(outbox), as_of=T0 + timedelta(minutes=5), database_url=database_url
     )
@@ -67,6 +69,7 @@ def test_run_dispatch_evaluate_is_idempotent(
 
     later = dispatch_messages(str(outbox), as_of=T0 + timedelta(days=3), database_url=database_url)
     assert later.sent == treated  # nobody updated a card, so every SMS goes
+    assert later.withheld == control
     assert (
         scalar(engine, select(func.count()).select_from(Message).where(Message.status == "sent"))
         == 2 * treated

@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 
 import models.aggregate_records
 import models.customer_data
+import models.dispatch_records
 import models.records  # noqa: F401
 from models.migrate import current_revision, head_revision, is_up_to_date, upgrade
 

@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 import models.aggregate_records
 import models.customer_data
+import models.dispatch_records
 import models.records  # noqa: F401  (register the tables on SQLModel.metadata)
 from models.db import make_engine
 
