@@ -69,10 +69,10 @@ def _fail(message: str) -> NoReturn:
 
 def _validate_or_exit(paths: list[Path]) -> None:
     from experiments.loader import SpecError, load_specs
-    from messaging.render import template_exists
+    from messaging.render import template_exists, template_variables
 
     try:
-        load_specs(paths, template_exists)
+        load_specs(paths, template_exists, template_variables)
     except SpecError as error:
         for problem in error.problems:
             errors.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)

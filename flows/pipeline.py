@@ -20,7 +20,7 @@ from experiments.report import Report, write_report
 from experiments.rules import parse_rule
 from messaging.channels import OutboxChannel
 from messaging.dispatcher import DispatchSummary, dispatch_due
-from messaging.render import template_exists
+from messaging.render import template_exists, template_variables
 from models.db import engine_for
 from models.evaluation import evaluate
 from models.experiments import (
@@ -50,7 +50,7 @@ def now_utc() -> datetime:
 
 @task(cache_policy=NONE)
 def load_experiment(path: str) -> LoadedSpec:
-    return load_spec(path, template_exists)
+    return load_spec(path, template_exists, template_variables)
 
 
 @task(cache_policy=NONE)
