@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
+from sqlalchemy.exc import SQLAlchemyError
 
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report, write_report
@@ -27,6 +28,7 @@ from models.experiments import (
     AssignmentSummary,
     Registration,
     assign_customers,
+    experiment_id_for,
     register_experiment,
     registered_spec,
     schedule_messages,
@@ -58,18 +60,31 @@ def register(database_url: str | None, loaded: LoadedSpec, now: datetime) -> Reg
     return register_experiment(engine_for(database_url), loaded, now)
 
 
+class SegmentError(Exception):
+    """The segment rule of a valid experiment file cannot run on this database; nothing has been
+    recorded for the experiment."""
+
+
 @task(cache_policy=NONE)
-def select_customers(
-    database_url: str | None, loaded: LoadedSpec, experiment_id: int, as_of: datetime
-) -> list[int]:
+def select_customers(database_url: str | None, loaded: LoadedSpec, as_of: datetime) -> list[int]:
+    """The segment's customers, selected before the experiment is registered (so a rule the
+    database cannot run leaves no trace); those in other experiments are left out if asked."""
     segment = loaded.spec.segment
-    return select_segment(
-        engine_for(database_url),
-        parse_rule(segment.where),
-        as_of,
-        experiment_id=experiment_id,
-        exclude_assigned=segment.exclude_if_in_other_experiments,
-    )
+    engine = engine_for(database_url)
+    try:
+        return select_segment(
+            engine,
+            parse_rule(segment.where),
+            as_of,
+            experiment_id=experiment_id_for(engine, loaded.spec.key),
+            exclude_assigned=segment.exclude_if_in_other_experiments,
+        )
+    except (SQLAlchemyError, RecursionError, OverflowError) as error:
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())[:200]
+        raise SegmentError(
+            f"{loaded.path}: experiment {loaded.spec.key!r}: segment.where cannot run on this "
+            f"database ({reason}); simplify the rule. Nothing was recorded."
+        ) from None
 
 
 @task(cache_policy=NONE)
@@ -127,9 +142,9 @@ def run_experiment(
     logger = get_run_logger()
     as_of = as_of or now_utc()
     loaded = load_experiment(spec_path)
+    customers = select_customers(database_url, loaded, as_of)
     registration = register(database_url, loaded, as_of)
     eid = registration.experiment_id
-    customers = select_customers(database_url, loaded, eid, as_of)
     assigned = assign(database_url, loaded, eid, customers, as_of)
     scheduled = schedule(database_url, loaded, eid, as_of)
     logger.info(

@@ -69,18 +69,7 @@ def register_experiment(engine: Engine, loaded: LoadedSpec, now: datetime) -> Re
             session.add(experiment)
             session.flush()
         elif experiment.spec_hash != loaded.sha256:
-            previous = current_spec(session, experiment)
-            assigned = session.exec(
-                select(func.count())
-                .select_from(Assignment)
-                .where(Assignment.experiment_id == experiment.id)
-            ).one()
-            if assigned and _randomisation(previous.spec) != _randomisation(spec):
-                raise ExperimentChangeError(
-                    f"{loaded.path}: experiment {spec.key!r} already has {assigned} assigned "
-                    "customers; changing its salt, arms or weights would move them between arms. "
-                    "Start a new experiment with a new key instead."
-                )
+            _refuse_moving_customers(session, experiment, loaded)
             experiment.spec_hash = loaded.sha256
             experiment.hypothesis = spec.hypothesis
             experiment.updated_at = now
@@ -103,6 +92,33 @@ def register_experiment(engine: Engine, loaded: LoadedSpec, now: datetime) -> Re
             )
         session.commit()
         return Registration(experiment.id, created, snapshot_exists is None)
+
+
+def check_change(engine: Engine, loaded: LoadedSpec) -> None:
+    """Raise :class:`ExperimentChangeError` if registering ``loaded`` would be refused (its
+    experiment has assigned customers and the salt, arms or weights changed); reads only, so a
+    command can check before it starts any flow."""
+    with Session(engine) as session:
+        experiment = session.exec(
+            select(Experiment).where(Experiment.key == loaded.spec.key)
+        ).first()
+        if experiment is not None and experiment.spec_hash != loaded.sha256:
+            _refuse_moving_customers(session, experiment, loaded)
+
+
+def _refuse_moving_customers(session: Session, experiment: Experiment, loaded: LoadedSpec) -> None:
+    previous = current_spec(session, experiment)
+    assigned = session.exec(
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.experiment_id == experiment.id)
+    ).one()
+    if assigned and _randomisation(previous.spec) != _randomisation(loaded.spec):
+        raise ExperimentChangeError(
+            f"{loaded.path}: experiment {loaded.spec.key!r} already has {assigned} assigned "
+            "customers; changing its salt, arms or weights would move them between arms. "
+            "Start a new experiment with a new key instead."
+        )
 
 
 def current_spec(session: Session, experiment: Experiment) -> LoadedSpec:
