@@ -32,10 +32,10 @@ from jinja2 import (
     StrictUndefined,
     TemplateNotFound,
     TemplateSyntaxError,
+    meta,
     select_autoescape,
 )
 from jinja2 import TemplateError as JinjaTemplateError
-from jinja2 import meta
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_LOCALE = "en"
