@@ -102,11 +102,6 @@ class CupedResult:
     status: CupedStatus
 
 
-def _within_ss(n: int, total: float, total_sq: float) -> float:
-    """Sum of squared deviations from the arm mean, clamped at 0 (one-pass rounding)."""
-    return max(total_sq - total * total / n, 0.0) if n > 0 else 0.0
-
-
 def _adjust(s: PairedStats, theta: float, mean_x: float) -> SampleStats:
     c = theta * mean_x
     sum_z = s.sum_y - theta * s.sum_x + s.n * c
@@ -152,8 +147,8 @@ def cuped_adjust(arms: Mapping[str, PairedStats]) -> CupedResult:
     theta = (sum_xy - sum_x * sum_y / n) / s_xx
     mean_x = sum_x / n
     adjusted = {name: _adjust(s, theta, mean_x) for name, s in arms.items()}
-    ss_y = sum(_within_ss(s.n, s.sum, s.sum_squares) for s in unadjusted.values())
-    ss_z = sum(_within_ss(s.n, s.sum, s.sum_squares) for s in adjusted.values())
+    ss_y = sum(s.centered_sum_squares for s in unadjusted.values())
+    ss_z = sum(s.centered_sum_squares for s in adjusted.values())
     sum_y2 = math.fsum(s.sum_y2 for s in arms.values())
     if ss_y <= _RELATIVE_ZERO * sum_y2 or ss_y <= 0:
         return CupedResult(theta, adjusted, None, "zero_outcome_variance")
