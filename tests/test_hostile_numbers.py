@@ -13,7 +13,9 @@ import pytest
 from scipy import stats as sps
 from statsmodels.duration.survfunc import survdiff
 
+from experiments.bayes import bayes_binary, bayes_continuous
 from experiments.csvdata import MetricSpec, read_experiment_csv
+from experiments.cuped import PairedStats, cuped_adjust
 from experiments.sequential import sequential_test
 from experiments.stats import SampleStats, two_proportion_ztest, welch_ttest
 from experiments.survival import SurvivalCounts, log_rank
@@ -196,3 +198,16 @@ def test_zero_conversions_never_report_ok_with_a_missing_number(
         assert result.status == status
         numbers = (result.abs_lift, result.abs_ci, result.rel_lift, result.rel_ci, result.p_value)
         assert (None not in numbers) == (status == "ok")
+
+
+def test_fuzz_findings_bayes_and_cuped_stay_quiet_and_honest() -> None:
+    # Found by tests/test_fuzz.py: a QUADPACK warning on tiny all-zero arms, a numpy overflow
+    # warning in the normal density far out, and math.fsum overflowing in CUPED.
+    tiny = bayes_binary(SampleStats(1, 0.0, 0.0), SampleStats(4, 0.0, 0.0), alpha=0.01)
+    assert tiny.chance_to_beat is not None and 0.5 < tiny.chance_to_beat < 1
+    far = bayes_continuous(SampleStats(2, 1.9e154, 0.0), SampleStats(2, 0.0, 1.0))
+    assert far.status == "ok" and far.chance_to_beat == 1.0 and far.risk == 0.0
+    huge = PairedStats(2, 1e308, 1e308, 1.0, 1.0, 1.0)
+    result = cuped_adjust({"a": huge, "b": huge})
+    assert result.status == "out_of_range" and result.theta is None
+    assert result.adjusted["a"] == huge.outcome
