@@ -124,15 +124,24 @@ def run(
     _validate_or_exit(paths)
     _quiet_prefect(verbose)
     from experiments.loader import load_spec
-    from models.experiments import ExperimentChangeError, check_change
+    from models.experiments import (
+        ExperimentChangeError,
+        SegmentError,
+        check_change,
+        check_segment,
+    )
 
     engine = _checked(open_database)
     for path in paths:
-        try:  # before any flow starts: a refused change is one line, not a failed flow run
-            check_change(engine, load_spec(path))
-        except ExperimentChangeError as error:
+        # Before any flow starts: a refused change or a segment the database cannot run is one
+        # line, not a failed flow run with Prefect's tracebacks, and nothing is recorded.
+        loaded = load_spec(path)
+        try:
+            check_change(engine, loaded)
+            check_segment(engine, loaded, as_of or datetime.now(UTC))
+        except (ExperimentChangeError, SegmentError) as error:
             _fail(error)
-    from flows.pipeline import SegmentError, run_experiment
+    from flows.pipeline import run_experiment
 
     for path in paths:
         try:

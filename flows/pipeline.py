@@ -14,7 +14,6 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
-from sqlalchemy.exc import SQLAlchemyError
 
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report, write_report
@@ -25,6 +24,7 @@ from messaging.render import template_exists, template_variables
 from models.db import engine_for
 from models.evaluation import evaluate
 from models.experiments import (
+    SEGMENT_ERRORS,
     AssignmentSummary,
     Registration,
     assign_customers,
@@ -32,6 +32,7 @@ from models.experiments import (
     register_experiment,
     registered_spec,
     schedule_messages,
+    segment_problem,
 )
 from models.segments import select_segment
 
@@ -60,11 +61,6 @@ def register(database_url: str | None, loaded: LoadedSpec, now: datetime) -> Reg
     return register_experiment(engine_for(database_url), loaded, now)
 
 
-class SegmentError(Exception):
-    """The segment rule of a valid experiment file cannot run on this database; nothing has been
-    recorded for the experiment."""
-
-
 @task(cache_policy=NONE)
 def select_customers(database_url: str | None, loaded: LoadedSpec, as_of: datetime) -> list[int]:
     """The segment's customers, selected before the experiment is registered (so a rule the
@@ -79,12 +75,8 @@ def select_customers(database_url: str | None, loaded: LoadedSpec, as_of: dateti
             experiment_id=experiment_id_for(engine, loaded.spec.key),
             exclude_assigned=segment.exclude_if_in_other_experiments,
         )
-    except (SQLAlchemyError, RecursionError, OverflowError) as error:
-        reason = " ".join(str(getattr(error, "orig", None) or error).split())[:200]
-        raise SegmentError(
-            f"{loaded.path}: experiment {loaded.spec.key!r}: segment.where cannot run on this "
-            f"database ({reason}); simplify the rule. Nothing was recorded."
-        ) from None
+    except SEGMENT_ERRORS as error:
+        raise segment_problem(loaded, error) from None
 
 
 @task(cache_policy=NONE)

@@ -251,3 +251,31 @@ def test_run_refuses_a_weight_change_before_any_flow(
     assert "already has 4 assigned customers" in line and "would move them between arms" in line
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(Experiment)).scalar_one() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_run_records_nothing_when_the_segment_cannot_run(
+    prefect_api: None,
+    tmp_path: Path,
+    engine: Engine,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rule that parses but that the database (or the SQL compiler) cannot run: 4,900 ``+``
+    terms. Whether ``validate`` refuses it or the run's segment step does, the experiment must
+    not be recorded."""
+    from tests.dbdata import add_customers
+
+    monkeypatch.setenv("RETAIN_DATABASE_URL", database_url)
+    add_customers(engine, 3)
+    rule = "tenure_days > " + "+".join(["1"] * 4900)
+    path = tmp_path / "cli-errors.yaml"
+    path.write_text(SPEC.replace("card_expires_in_days <= 30", rule))
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    [line] = [ln for ln in result.output.splitlines() if ln.startswith("error ")]
+    assert str(path) in line
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(Experiment)).scalar_one() == 0
