@@ -408,7 +408,8 @@ def _describe(error: Any) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         parent = _dotted(loc[:-1]) or "the top level"
-        return f"unknown field {loc[-1]!r} in {parent}; remove it or fix the spelling"
+        name = str(loc[-1]) if len(str(loc[-1])) <= 60 else str(loc[-1])[:60] + "..."
+        return f"unknown field {name!r} in {parent}; remove it or fix the spelling"
     if kind == "missing":
         return f"missing required field {field!r}; add it"
     message = str(error["msg"]).removeprefix("Value error, ")
