@@ -28,9 +28,11 @@ distinct values are few; ``pandas.to_numeric`` for numbers, which rounds exactly
 Line numbers are only worked out (by a second ``csv`` pass) once an error is found. About 1.3 s for
 1,000,000 rows on this machine; see ``bench/analyze_csv.py``. pandas comes with statsmodels.
 
-Accuracy. Binary sums are exact integer counts. Continuous sums and sums of squares are float64
-sums per arm with numpy's pairwise summation (relative error about ``log2(n) * 2**-53``, far below
-anything a test statistic can notice).
+Accuracy. Binary sums are exact integer counts. Continuous sums are float64 sums per arm with
+numpy's pairwise summation (relative error about ``log2(n) * 2**-53``); sums of squares are taken
+around the arm's mean (``SampleStats.shift``), so the variance keeps its precision whatever the
+values' common offset (values around 1e9 that differ by 0 or 1 give the same variance, and the
+same p-values, as the values 0 and 1).
 """
 
 from __future__ import annotations
@@ -471,17 +473,21 @@ def _continuous_stats(
     arms: tuple[str, ...],
     counts: np.ndarray,
 ) -> dict[str, SampleStats]:
-    # Group rows by arm with one stable sort, then sum each arm's slice pairwise.
+    # Group rows by arm with one stable sort, then sum each arm's slice pairwise. Squares are taken
+    # around the arm's own mean (two passes), so a large common offset loses no spread.
     grouped = numbers[np.argsort(codes, kind="stable")]
     stats: dict[str, SampleStats] = {}
     for arm, chunk in zip(arms, np.split(grouped, np.cumsum(counts)[:-1]), strict=True):
-        total, squares = float(chunk.sum()), float(np.square(chunk).sum())
-        if not (np.isfinite(total) and np.isfinite(squares)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(chunk.sum())
+            shift = total / len(chunk) if len(chunk) else 0.0
+            squares = float(np.square(chunk - shift).sum())
+        if not (np.isfinite(total) and np.isfinite(squares) and np.isfinite(shift)):
             raise CsvDataError(
                 path,
                 f"the values of arm {arm!r} are too large to sum in float64",
                 "rescale the column (e.g. cents to thousands)",
                 column=column,
             )
-        stats[arm] = SampleStats(len(chunk), total, squares)
+        stats[arm] = SampleStats(len(chunk), total, squares, shift)
     return stats

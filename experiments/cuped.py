@@ -38,6 +38,8 @@ Statuses:
   statistics are the unadjusted ones and ``theta``/``variance_reduction`` are ``None``.
 - ``"no_covariate_variance"``: the covariate is constant over all units (e.g. a new metric with no
   pre-period history); same outcome as ``"n_too_small"``.
+- ``"out_of_range"``: the sums are too large for the adjustment in float64; same outcome as
+  ``"n_too_small"``.
 - ``"zero_outcome_variance"``: adjusted, but the outcome does not vary within arms, so
   ``variance_reduction`` (a ratio to that variance) is ``None``.
 """
@@ -51,7 +53,9 @@ from typing import Literal
 
 from experiments.stats import SampleStats
 
-CupedStatus = Literal["ok", "n_too_small", "no_covariate_variance", "zero_outcome_variance"]
+CupedStatus = Literal[
+    "ok", "n_too_small", "no_covariate_variance", "zero_outcome_variance", "out_of_range"
+]
 
 # A sum of squared deviations below this fraction of the raw sum of squares is floating-point
 # noise on a constant variable.
@@ -102,11 +106,6 @@ class CupedResult:
     status: CupedStatus
 
 
-def _within_ss(n: int, total: float, total_sq: float) -> float:
-    """Sum of squared deviations from the arm mean, clamped at 0 (one-pass rounding)."""
-    return max(total_sq - total * total / n, 0.0) if n > 0 else 0.0
-
-
 def _adjust(s: PairedStats, theta: float, mean_x: float) -> SampleStats:
     c = theta * mean_x
     sum_z = s.sum_y - theta * s.sum_x + s.n * c
@@ -142,19 +141,29 @@ def cuped_adjust(arms: Mapping[str, PairedStats]) -> CupedResult:
     unadjusted = {name: s.outcome for name, s in arms.items()}
     if n < 2:
         return CupedResult(None, unadjusted, None, "n_too_small")
-    sum_x = math.fsum(s.sum_x for s in arms.values())
-    sum_x2 = math.fsum(s.sum_x2 for s in arms.values())
-    sum_y = math.fsum(s.sum_y for s in arms.values())
-    sum_xy = math.fsum(s.sum_xy for s in arms.values())
+    try:
+        sum_x = math.fsum(s.sum_x for s in arms.values())
+        sum_x2 = math.fsum(s.sum_x2 for s in arms.values())
+        sum_y = math.fsum(s.sum_y for s in arms.values())
+        sum_xy = math.fsum(s.sum_xy for s in arms.values())
+        sum_y2 = math.fsum(s.sum_y2 for s in arms.values())
+    except OverflowError:  # the total of the arms' sums is beyond float64
+        return CupedResult(None, unadjusted, None, "out_of_range")
     s_xx = sum_x2 - sum_x * sum_x / n
+    if not all(map(math.isfinite, (sum_x, sum_x2, sum_y, sum_xy, sum_y2, s_xx))):
+        return CupedResult(None, unadjusted, None, "out_of_range")
     if s_xx <= _RELATIVE_ZERO * sum_x2 or s_xx <= 0:
         return CupedResult(None, unadjusted, None, "no_covariate_variance")
     theta = (sum_xy - sum_x * sum_y / n) / s_xx
     mean_x = sum_x / n
-    adjusted = {name: _adjust(s, theta, mean_x) for name, s in arms.items()}
-    ss_y = sum(_within_ss(s.n, s.sum, s.sum_squares) for s in unadjusted.values())
-    ss_z = sum(_within_ss(s.n, s.sum, s.sum_squares) for s in adjusted.values())
-    sum_y2 = math.fsum(s.sum_y2 for s in arms.values())
+    try:
+        adjusted = {name: _adjust(s, theta, mean_x) for name, s in arms.items()}
+    except ValueError:  # an adjusted sum overflowed (SampleStats refuses inf)
+        return CupedResult(None, unadjusted, None, "out_of_range")
+    ss_y = sum(s.centered_sum_squares for s in unadjusted.values())
+    ss_z = sum(s.centered_sum_squares for s in adjusted.values())
+    if not (math.isfinite(theta) and math.isfinite(ss_y) and math.isfinite(ss_z)):
+        return CupedResult(None, unadjusted, None, "out_of_range")
     if ss_y <= _RELATIVE_ZERO * sum_y2 or ss_y <= 0:
         return CupedResult(theta, adjusted, None, "zero_outcome_variance")
     return CupedResult(theta, adjusted, 1 - ss_z / ss_y, "ok")

@@ -45,7 +45,9 @@ inequality ``P(p ever <= alpha) <= alpha`` under the null. Because ``rho`` depen
 
 Statuses as in ``experiments.stats``: ``"n_too_small"`` (fewer than 2 units in an arm; every number
 ``None``), ``"zero_variance"`` (both per-unit variances 0; lifts given, intervals and p-value
-``None``), ``"zero_baseline"`` (baseline mean 0; relative lift and its interval ``None``), ``"ok"``.
+``None``), ``"out_of_range"``, ``"zero_baseline"`` / ``"negative_baseline"`` (baseline mean 0 or
+negative; relative lift and its interval ``None``), ``"rel_ci_undefined"``, ``"ok"`` (every number
+computed).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ from experiments.stats import (
     _check_binary,
     _finite,
     _interval,
+    relative_status,
+    relative_variance,
 )
 
 METHOD = "gaussian_mixture_cs"
@@ -157,18 +161,6 @@ def _variances(
     raise ValueError(f"unknown metric kind {kind!r}; expected 'binary' or 'continuous'")
 
 
-def _relative_variance(
-    m_t: float, v_t: float, n_t: int, m_b: float, v_b: float, n_b: int
-) -> float | None:
-    """Delta-method ``Var(m_t / m_b - 1)``; None when undefined or not a positive finite number."""
-    m_b2 = m_b * m_b  # products, not **, which raises OverflowError instead of returning inf
-    try:
-        var = v_t / (n_t * m_b2) + m_t * m_t * v_b / (n_b * m_b2 * m_b2)
-    except ZeroDivisionError:
-        return None
-    return var if 0 < var < math.inf else None
-
-
 def sequential_test(
     kind: MetricKind,
     treatment: SampleStats,
@@ -190,7 +182,7 @@ def sequential_test(
         return SequentialResult(METHOD, None, None, None, None, None, "n_too_small")
     m_t, m_b = treatment.mean, baseline.mean
     diff = _finite(m_t - m_b)
-    rel = _finite(m_t / m_b - 1) if m_b != 0 else None
+    rel = _finite(m_t / m_b - 1) if m_b > 0 else None
     if v_t == 0 and v_b == 0:
         return SequentialResult(METHOD, diff, None, rel, None, None, "zero_variance")
     n_t, n_b = treatment.n, baseline.n
@@ -203,8 +195,10 @@ def sequential_test(
         abs_ci = _interval(diff, half_width(variance, n, settings.alpha, rho))
         p_value = _finite(always_valid_p_value(diff, variance, n, rho))
     rel_ci = None
-    rel_var = _relative_variance(m_t, v_t, n_t, m_b, v_b, n_b)
+    rel_var = relative_variance(m_t, v_t, n_t, m_b, v_b, n_b)
     if rel is not None and rel_var is not None:
         rel_ci = _interval(rel, half_width(rel_var, n, settings.alpha, rho))
-    status: ComparisonStatus = "zero_baseline" if m_b == 0 else "ok"
-    return SequentialResult(METHOD, diff, abs_ci, rel, rel_ci, p_value, status)
+    computed = abs_ci is not None and p_value is not None
+    return SequentialResult(
+        METHOD, diff, abs_ci, rel, rel_ci, p_value, relative_status(m_b, rel_ci, computed)
+    )

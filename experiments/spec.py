@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from datetime import datetime, time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,14 +25,36 @@ from pydantic import (
 from pydantic.functional_validators import BeforeValidator
 
 from experiments.durations import format_duration, parse_duration
+from experiments.limits import (
+    MAX_ARMS,
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_METRICS,
+    MAX_MONEY,
+    MAX_STEPS,
+    MAX_TEXT_CHARS,
+    MAX_WEIGHT,
+    MIN_WEIGHT,
+)
 from experiments.metrics import CATALOGUE
 from experiments.rules import RuleError, parse_rule
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        if not timedelta(0) <= value <= MAX_DURATION:
+            raise ValueError(f"durations are between 0d and {MAX_DURATION.days}d")
+        return value
+    if not isinstance(value, str | int):
+        raise ValueError(f"a duration is written like 3d or 12h, not {type(value).__name__}")
+    return parse_duration(str(value))
+
+
 Duration = Annotated[
     timedelta,
-    BeforeValidator(lambda v: v if isinstance(v, timedelta) else parse_duration(str(v))),
+    BeforeValidator(_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
 Channel = Literal["email", "sms"]
@@ -41,8 +64,20 @@ Condition = Literal[
 ]
 
 
+class FieldProblem(ValueError):
+    """A cross-field problem that belongs to one place below the model raising it: ``loc`` (e.g.
+    ``("arms", 2, "name")``) lets the loader point at that line instead of the model's."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf/NaN in any number, and no text longer than MAX_TEXT_CHARS (see experiments.limits).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, str_max_length=MAX_TEXT_CHARS
+    )
 
 
 class Step(StrictModel):
@@ -93,16 +128,27 @@ class Offer(StrictModel):
 class Arm(StrictModel):
     name: str = Field(pattern=SLUG)
     weight: float = Field(default=1.0, description="relative share of customers; positive")
-    steps: list[Step] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
     offer: Offer | None = None
 
     @field_validator("weight", mode="before")
     @classmethod
     def _weight_is_number(cls, value: object) -> object:
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        if numeric and math.isfinite(value) and value > 0:  # type: ignore[arg-type, operator]
-            return value
-        raise ValueError(f"weight must be a positive number such as 1 or 0.5, not {value!r}")
+        number: float | None = None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                number = sys.float_info.max
+        if number is not None and math.isfinite(number) and MIN_WEIGHT <= number <= MAX_WEIGHT:
+            return number
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        if number is not None and math.isfinite(number) and number > 0:
+            raise ValueError(
+                f"weight must be between {MIN_WEIGHT:g} and {MAX_WEIGHT:g} (weights are "
+                f"relative shares; scale them all down or up), not {shown}"
+            )
+        raise ValueError(f"weight must be a positive number such as 1 or 0.5, not {shown}")
 
 
 class Segment(StrictModel):
@@ -125,8 +171,8 @@ class AssignmentSettings(StrictModel):
 
 class Metrics(StrictModel):
     primary: str
-    secondary: list[str] = Field(default_factory=list)
-    guardrails: list[str] = Field(default_factory=list)
+    secondary: list[str] = Field(default_factory=list, max_length=MAX_METRICS)
+    guardrails: list[str] = Field(default_factory=list, max_length=MAX_METRICS)
 
     @field_validator("primary")
     @classmethod
@@ -155,8 +201,8 @@ def _known_metric(name: str) -> str:
 
 
 class BetaPriorSettings(StrictModel):
-    alpha: float = Field(default=1.0, gt=0)
-    beta: float = Field(default=1.0, gt=0)
+    alpha: float = Field(default=1.0, gt=0, le=MAX_COUNT)
+    beta: float = Field(default=1.0, gt=0, le=MAX_COUNT)
 
 
 class Priors(StrictModel):
@@ -179,9 +225,9 @@ class Priors(StrictModel):
 class Costs(StrictModel):
     """What sending and offering cost, per message or accepted offer, in the revenue's currency."""
 
-    email: float = Field(default=0.001, ge=0)
-    sms: float = Field(default=0.0079, ge=0)
-    offer: dict[Literal["discount", "pause"], float] = Field(
+    email: float = Field(default=0.001, ge=0, le=MAX_MONEY)
+    sms: float = Field(default=0.0079, ge=0, le=MAX_MONEY)
+    offer: dict[Literal["discount", "pause"], Annotated[float, Field(ge=0, le=MAX_MONEY)]] = Field(
         default_factory=dict,
         description="a fixed cost per accepted offer (the revenue an offer forgoes is already in revenue)",
     )
@@ -197,12 +243,16 @@ class Analysis(StrictModel):
     sequential_tuning_n: int = Field(
         default=5_000,
         ge=10,
+        le=MAX_COUNT,
         description="units per arm at which the confidence sequence is tightest",
     )
     correction: Literal["holm", "bh", "none"] = "holm"
     cuped: bool = True
     cuped_lookback_days: int | None = Field(
-        default=None, ge=1, description="pre-period length; default: the metric's own window"
+        default=None,
+        ge=1,
+        le=MAX_DURATION.days,
+        description="pre-period length; default: the metric's own window",
     )
     mde: float | None = Field(
         default=None, gt=0, description="absolute, in the primary metric's units"
@@ -217,7 +267,7 @@ _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
 class FrequencyCap(StrictModel):
-    max: int = Field(ge=1)
+    max: int = Field(ge=1, le=MAX_COUNT)
     per: Duration
 
 
@@ -294,7 +344,7 @@ class ExperimentSpec(StrictModel):
     owner: str | None = None
     segment: Segment
     assignment: AssignmentSettings = Field(default_factory=AssignmentSettings)
-    arms: list[Arm] = Field(min_length=2)
+    arms: list[Arm] = Field(min_length=2, max_length=MAX_ARMS)
     metrics: Metrics
     analysis: Analysis = Field(default_factory=Analysis)
     messaging: MessagingSettings = Field(default_factory=MessagingSettings)
@@ -307,12 +357,17 @@ class ExperimentSpec(StrictModel):
     @model_validator(mode="after")
     def _arms_consistent(self) -> ExperimentSpec:
         names = [arm.name for arm in self.arms]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"arm names must be unique; rename the repeated {duplicates}")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise FieldProblem(
+                    ("arms", i, "name"),
+                    f"arm name {name!r} is already used by arms[{names.index(name)}]; "
+                    "give each arm its own name",
+                )
         if self.analysis.baseline is not None and self.analysis.baseline not in names:
-            raise ValueError(
-                f"analysis.baseline {self.analysis.baseline!r} is not an arm; use one of {names}"
+            raise FieldProblem(
+                ("analysis", "baseline"),
+                f"{self.analysis.baseline!r} is not an arm; use one of {names}",
             )
         return self
 

@@ -9,11 +9,17 @@ Statuses, in order of precedence (the first that applies wins):
 
 - ``"n_too_small"``: fewer than 2 units in either arm; every number is ``None``.
 - ``"zero_variance"``: both arms have zero variance (e.g. no conversions anywhere, or every unit
-  converted); the absolute lift (and the relative lift if the baseline mean is not 0) is given,
+  converted); the absolute lift (and the relative lift if the baseline mean is positive) is given,
   the confidence intervals, statistic and p-value are ``None``.
-- ``"zero_baseline"``: the baseline mean is 0, so the relative lift is undefined; ``rel_lift`` and
-  ``rel_ci`` are ``None`` while the absolute lift, its CI and the p-value are computed.
-- ``"ok"``: everything is computed.
+- ``"out_of_range"``: the values are so large that the difference, its standard error or the test
+  statistic overflows float64; what could not be computed is ``None``.
+- ``"zero_baseline"`` / ``"negative_baseline"``: the baseline mean is 0 / negative, so the relative
+  lift is undefined (a ratio to a negative mean has the wrong sign: +5 on -10 is not "-50%");
+  ``rel_lift`` and ``rel_ci`` are ``None`` while the absolute lift, its CI and the p-value are
+  computed.
+- ``"rel_ci_undefined"``: the relative lift is given but the delta-method variance of it is 0 (e.g.
+  no conversions at all in the treatment arm), so ``rel_ci`` is ``None``; the rest is computed.
+- ``"ok"``: every number is computed.
 
 Relative lift (delta method). With treatment mean ``m_t`` and baseline mean ``m_b`` the relative
 lift is ``r = m_t / m_b - 1``. A first-order Taylor expansion of the ratio of two independent means
@@ -39,21 +45,36 @@ from scipy import stats as sps
 
 from experiments.metrics import MetricKind
 
-ComparisonStatus = Literal["ok", "n_too_small", "zero_variance", "zero_baseline"]
+ComparisonStatus = Literal[
+    "ok",
+    "n_too_small",
+    "zero_variance",
+    "out_of_range",
+    "zero_baseline",
+    "negative_baseline",
+    "rel_ci_undefined",
+]
 
 
 @dataclass(frozen=True)
 class SampleStats:
-    """Sufficient statistics of one arm for one metric: count, sum and sum of squares."""
+    """Sufficient statistics of one arm for one metric: count, sum and sum of squares.
+
+    ``sum`` is the plain sum of the values; ``sum_squares`` is the sum of squared deviations from
+    ``shift``, ``sum((x - shift)**2)`` (with the default ``shift = 0`` the plain sum of squares).
+    A shift near the arm's mean keeps the variance exact when the values are large and their
+    spread small (values around 1e9 differing by 0 or 1 lose all spread in ``sum(x**2)``).
+    """
 
     n: int
     sum: float
     sum_squares: float
+    shift: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
             raise ValueError(f"SampleStats.n must be a whole number >= 0, got {self.n!r}")
-        for field in ("sum", "sum_squares"):
+        for field in ("sum", "sum_squares", "shift"):
             value = getattr(self, field)
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"SampleStats.{field} must be a finite number, got {value!r}")
@@ -74,14 +95,20 @@ class SampleStats:
         return self.sum / self.n if self.n > 0 else 0.0
 
     @property
-    def variance(self) -> float:
-        """Sample variance ``(sum_squares - sum**2 / n) / (n - 1)``; 0.0 when n < 2.
+    def centered_sum_squares(self) -> float:
+        """``sum((x - mean)**2) = sum_squares - n * (mean - shift)**2``, clamped at 0 (rounding can
+        take the one-pass form slightly below); 0.0 when n = 0."""
+        if self.n == 0:
+            return 0.0
+        offset = self.mean - self.shift
+        return max(self.sum_squares - self.n * (offset * offset), 0.0)
 
-        Clamped at 0 because the one-pass formula can go slightly negative in floating point.
-        """
+    @property
+    def variance(self) -> float:
+        """Sample variance ``sum((x - mean)**2) / (n - 1)``; 0.0 when n < 2."""
         if self.n < 2:
             return 0.0
-        return max((self.sum_squares - self.sum * self.sum / self.n) / (self.n - 1), 0.0)
+        return self.centered_sum_squares / (self.n - 1)
 
 
 @dataclass(frozen=True)
@@ -124,17 +151,44 @@ def _interval(centre: float, half_width: float) -> tuple[float, float] | None:
     return (float(lo), float(hi)) if math.isfinite(lo) and math.isfinite(hi) else None
 
 
+def relative_variance(
+    m_t: float, v_t: float, n_t: int, m_b: float, v_b: float, n_b: int
+) -> float | None:
+    """Delta-method ``Var(m_t / m_b - 1) = (v_t/n_t + q**2 v_b/n_b) / m_b**2`` with ``q = m_t/m_b``
+    (the module docstring's formula, rearranged so that no power overflows); None unless the
+    baseline mean is positive and the variance a positive finite number."""
+    if not m_b > 0:
+        return None
+    q = m_t / m_b
+    var = ((v_t / n_t) / m_b) / m_b + ((q * q) * (v_b / n_b) / m_b) / m_b
+    return var if 0 < var < math.inf else None
+
+
 def _relative(
     m_t: float, v_t: float, n_t: int, m_b: float, v_b: float, n_b: int, quantile: float
 ) -> tuple[float | None, tuple[float, float] | None]:
-    """Relative lift and its delta-method CI (formula in the module docstring)."""
-    if m_b == 0:
+    """Relative lift and its delta-method CI; both None unless the baseline mean is positive."""
+    if not m_b > 0:
         return None, None
     rel = _finite(m_t / m_b - 1)
-    var = v_t / (n_t * m_b**2) + m_t**2 * v_b / (n_b * m_b**4)
-    if rel is None or not math.isfinite(var) or var <= 0:
+    var = relative_variance(m_t, v_t, n_t, m_b, v_b, n_b)
+    if rel is None or var is None:
         return rel, None
     return rel, _interval(rel, quantile * math.sqrt(var))
+
+
+def relative_status(
+    m_b: float, rel_ci: tuple[float, float] | None, computed: bool = True
+) -> ComparisonStatus:
+    """The status of a comparison whose variance is not zero: ``out_of_range`` unless the
+    absolute numbers were all ``computed``, then the baseline's sign, then the relative CI."""
+    if not computed:
+        return "out_of_range"
+    if m_b == 0:
+        return "zero_baseline"
+    if m_b < 0:
+        return "negative_baseline"
+    return "ok" if rel_ci is not None else "rel_ci_undefined"
 
 
 def _degenerate(
@@ -145,7 +199,7 @@ def _degenerate(
         return ComparisonResult(method, None, None, None, None, None, "n_too_small", None, None)
     if v_t == 0 and v_b == 0:
         abs_lift = _finite(treatment.mean - baseline.mean)
-        rel = _finite(treatment.mean / baseline.mean - 1) if baseline.mean != 0 else None
+        rel = _finite(treatment.mean / baseline.mean - 1) if baseline.mean > 0 else None
         return ComparisonResult(
             method, abs_lift, None, rel, None, None, "zero_variance", None, None
         )
@@ -196,7 +250,7 @@ def two_proportion_ztest(
     quantile = float(sps.norm.ppf(1 - alpha / 2))
     abs_ci = _interval(diff, quantile * math.sqrt(v_t / n_t + v_b / n_b))
     rel, rel_ci = _relative(p_t, v_t, n_t, p_b, v_b, n_b, quantile)
-    status: ComparisonStatus = "zero_baseline" if p_b == 0 else "ok"
+    status = relative_status(p_b, rel_ci, abs_ci is not None)
     return ComparisonResult(method, diff, abs_ci, rel, rel_ci, p_value, status, _finite(z), None)
 
 
@@ -213,7 +267,9 @@ def welch_ttest(
     same t quantile.
 
     Degenerate cases: n < 2 in an arm -> ``"n_too_small"``; both sample variances 0
-    -> ``"zero_variance"``; baseline mean 0 -> ``"zero_baseline"``.
+    -> ``"zero_variance"``; baseline mean 0 or negative -> ``"zero_baseline"`` /
+    ``"negative_baseline"``; see the module docstring for the rest. Never raises on valid
+    ``SampleStats``: sums near the float64 limit give ``"out_of_range"``, not an exception.
     """
     _check_alpha(alpha)
     method = "welch_t"
@@ -225,22 +281,34 @@ def welch_ttest(
     m_t, m_b = treatment.mean, baseline.mean
     diff = m_t - m_b
     a, b = v_t / n_t, v_b / n_b
-    se = math.sqrt(a + b)
-    df = (a + b) ** 2 / (a**2 / (n_t - 1) + b**2 / (n_b - 1))
+    total = a + b
+    if total == 0:  # both variances underflowed when divided by n
+        return ComparisonResult(
+            method, _finite(diff), None, None, None, None, "zero_variance", None, None
+        )
+    if not (math.isfinite(diff) and math.isfinite(total)):
+        return ComparisonResult(
+            method, _finite(diff), None, None, None, None, "out_of_range", None, None
+        )
+    se = math.sqrt(total)
+    # Welch–Satterthwaite df as 1 / sum(share**2 / (n - 1)): the shares of the variance are in
+    # [0, 1], so nothing overflows however large the sums are.
+    share_t, share_b = a / total, b / total
+    df = 1.0 / (share_t * share_t / (n_t - 1) + share_b * share_b / (n_b - 1))
     t = diff / se
-    p_value = float(2 * sps.t.sf(abs(t), df))
+    p_value = _finite(float(2 * sps.t.sf(abs(t), df))) if math.isfinite(t) else None
     quantile = float(sps.t.ppf(1 - alpha / 2, df))
     abs_ci = _interval(diff, quantile * se)
     rel, rel_ci = _relative(m_t, v_t, n_t, m_b, v_b, n_b, quantile)
-    status: ComparisonStatus = "zero_baseline" if m_b == 0 else "ok"
+    computed = abs_ci is not None and p_value is not None and math.isfinite(t)
     return ComparisonResult(
         method,
         _finite(diff),
         abs_ci,
         rel,
         rel_ci,
-        _finite(p_value),
-        status,
+        p_value,
+        relative_status(m_b, rel_ci, computed),
         _finite(t),
         _finite(df),
     )

@@ -198,10 +198,10 @@ def log_rank(arms: Mapping[str, SurvivalCounts]) -> LogRankResult:
     At each day ``t`` with ``d_t`` events among ``n_t`` at risk (``n_{kt}``, ``d_{kt}`` per arm),
     ``r_{kt} = n_{kt} / n_t``; ``O_k - E_k = sum_t (d_{kt} - r_{kt} d_t)`` and
     ``V_{gh} = sum_t d_t (n_t - d_t) / (n_t - 1) * r_{gt} (delta_{gh} - r_{ht})``;
-    ``chi2 = (O - E)' V^- (O - E)`` with ``df = rank V`` (``k - 1`` normally), ``p = 1 - F(chi2)``
-    (Klein & Moeschberger 2003, §7.3; as ``statsmodels.duration.survfunc.survdiff``). ``V^-`` is
-    the Moore–Penrose inverse over all k arms: with full rank this equals the usual form on k − 1
-    arms, and an arm that is never at risk at an event simply drops out.
+    ``chi2 = (O - E)' V^-1 (O - E)`` over k − 1 of the arms (one is dropped: the full ``V`` is
+    singular) with ``df = k - 1``, ``p = 1 - F(chi2)`` (Klein & Moeschberger 2003, §7.3; as
+    ``statsmodels.duration.survfunc.survdiff``). An arm that is never at risk beside another at an
+    event carries no information and drops out first (``df`` is then smaller).
 
     Statuses: ``"no_events"`` — no arm has an event (chi2 and p are None); ``"no_information"``
     — events exist but never while two arms are at risk, so ``V = 0`` (None); ``"reduced_df"`` —
@@ -226,14 +226,31 @@ def log_rank(arms: Mapping[str, SurvivalCounts]) -> LogRankResult:
     observed_minus_expected = (d_k - r * d).sum(axis=1)
     weight = d * (n - d) / (n - 1)
     variance = np.diag((r * weight).sum(axis=1)) - (r * weight) @ r.T
-    rank = int(np.linalg.matrix_rank(variance)) if keep.any() else 0
-    if rank == 0:
+    return _log_rank_statistic(observed_minus_expected, variance, df_full)
+
+
+def _log_rank_statistic(u: np.ndarray, variance: np.ndarray, df_full: int) -> LogRankResult:
+    """``u' V^-1 u`` on k − 1 arms. The full k x k ``V`` has rows summing to 0 and so is singular
+    by construction (in floating point its rows sum to ~1e-16, which an absolute rank test can
+    mistake for full rank); dropping one arm gives the usual non-singular form. Arms with no
+    information (their variance is 0: never at risk beside another arm at an event) are dropped
+    first, and the rank of what remains is taken relative to its largest singular value."""
+    diagonal = np.diag(variance).copy() if variance.size else np.zeros(0)
+    scale = float(diagonal.max()) if diagonal.size else 0.0
+    informative = np.flatnonzero(diagonal > scale * 1e-10) if scale > 0 else np.zeros(0, int)
+    if informative.size < 2:
         return LogRankResult(None, df_full, None, "no_information")
-    chi2 = _finite(
-        float(observed_minus_expected @ np.linalg.pinv(variance) @ observed_minus_expected)
-    )
-    if chi2 is None:  # pragma: no cover - pinv of a finite matrix is finite
-        return LogRankResult(None, rank, None, "no_information")
+    kept = informative[:-1]
+    v, u_kept = variance[np.ix_(kept, kept)], u[kept]
+    singular = np.linalg.svd(v, compute_uv=False)
+    rank = int(np.sum(singular > singular[0] * len(kept) * 1e-12))
+    if rank == len(kept):
+        chi2 = _finite(float(u_kept @ np.linalg.solve(v, u_kept)))
+    else:  # arms that are never at risk together: a generalised inverse on what is left
+        chi2 = _finite(float(u_kept @ np.linalg.pinv(v, rcond=1e-10) @ u_kept))
+    if chi2 is None or rank == 0:  # pragma: no cover - finite counts give a finite statistic
+        return LogRankResult(None, df_full, None, "no_information")
+    chi2 = max(chi2, 0.0)
     p_value = float(sps.chi2.sf(chi2, rank))
     return LogRankResult(chi2, rank, p_value, "ok" if rank == df_full else "reduced_df")
 

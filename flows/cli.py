@@ -6,10 +6,11 @@ import atexit
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,6 +25,8 @@ from rich.progress import (
 from rich.table import Table
 
 from flows import cli_deploy
+from flows.cli_checks import AS_OF_HELP, CliProblem, open_database, parse_as_of, writable_folder
+from flows.console import safe
 
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -48,21 +51,12 @@ console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
     console.width = 130
 errors = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
 
 AsOf = Annotated[
     datetime | None,
-    typer.Option(
-        "--as-of",
-        help="Act as if it were this UTC time (ISO 8601); default: now.",
-        formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
-    ),
+    typer.Option("--as-of", help=AS_OF_HELP, parser=parse_as_of, metavar="TIME"),
 ]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -86,20 +80,29 @@ _FLOW_SETTINGS = ExitStack()
 atexit.register(_FLOW_SETTINGS.close)
 
 
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[red]error[/red] {message}", highlight=False)
+def _fail(message: object) -> NoReturn:
+    """The one error path: ``error <where>: <what>; <fix>`` on stderr, exit code 2."""
+    errors.print(f"[red]error[/red] {safe(message)}", highlight=False)
     raise typer.Exit(code=2)
+
+
+def _checked(check: Callable[[], T]) -> T:
+    """``check()``, or its :class:`CliProblem` as the one error line."""
+    try:
+        return check()
+    except CliProblem as problem:
+        _fail(problem)
 
 
 def _validate_or_exit(paths: list[Path]) -> None:
     from experiments.loader import SpecError, load_specs
-    from messaging.render import template_exists
+    from messaging.render import template_exists, template_variables
 
     try:
-        load_specs(paths, template_exists)
+        load_specs(paths, template_exists, template_variables)
     except SpecError as error:
         for problem in error.problems:
-            errors.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+            errors.print(f"[red]error[/red] {safe(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 
@@ -124,12 +127,13 @@ def fields() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema (Alembic migrations; recorded data is kept)."""
-    from models.db import database_url, engine_for, redact
-    from models.migrate import current_revision, upgrade
+    from models.db import database_url, redact
+    from models.migrate import current_revision
 
-    engine = engine_for()
-    upgrade(engine)
-    console.print(f"{redact(database_url())} is at revision {current_revision(engine)}")
+    engine = _checked(open_database)
+    console.print(
+        f"{safe(redact(database_url()))} is at revision {current_revision(engine)}", highlight=False
+    )
 
 
 @app.command()
@@ -142,21 +146,36 @@ def run(
     already assigned moves) and schedule their messages in the outbox."""
     _validate_or_exit(paths)
     _quiet_prefect(verbose)
-    from flows.pipeline import run_experiment
-    from models.db import engine_for
-    from models.experiments import ExperimentChangeError
-    from models.migrate import upgrade
+    from experiments.loader import load_spec
+    from models.experiments import (
+        ExperimentChangeError,
+        SegmentError,
+        check_change,
+        check_segment,
+    )
 
-    upgrade(engine_for())
+    engine = _checked(open_database)
+    for path in paths:
+        # Before any flow starts: a refused change or a segment the database cannot run is one
+        # line, not a failed flow run with Prefect's tracebacks, and nothing is recorded.
+        loaded = load_spec(path)
+        try:
+            check_change(engine, loaded)
+            check_segment(engine, loaded, as_of or datetime.now(UTC))
+        except (ExperimentChangeError, SegmentError) as error:
+            _fail(error)
+    from flows.pipeline import run_experiment
+
     for path in paths:
         try:
-            summary = run_experiment(str(path), as_of=_utc(as_of))
-        except ExperimentChangeError as error:
-            _fail(str(error))
+            summary = run_experiment(str(path), as_of=as_of)
+        except (ExperimentChangeError, SegmentError) as error:
+            _fail(error)
         console.print(
-            f"{summary.experiment}: {summary.segment_size:,} in segment, "
-            f"{summary.newly_assigned:,} newly assigned {summary.by_arm}, "
-            f"{summary.messages_scheduled:,} messages scheduled"
+            f"{safe(summary.experiment)}: {summary.segment_size:,} in segment, "
+            f"{summary.newly_assigned:,} newly assigned {safe(summary.by_arm)}, "
+            f"{summary.messages_scheduled:,} messages scheduled",
+            highlight=False,
         )
 
 
@@ -169,16 +188,18 @@ def evaluate(
 ) -> None:
     """Aggregate an experiment's metrics per arm in SQL, run the tests and write its report."""
     _quiet_prefect(verbose)
+    from models.experiments import experiment_id_for
+
+    engine = _checked(open_database)
+    if experiment_id_for(engine, key) is None:
+        _fail(f"experiment {key!r}: not in the database; run it first (retain run PATH)")
+    _checked(lambda: writable_folder(out / key))
     from flows.pipeline import evaluate_experiment
     from flows.tables import report_table
 
-    try:
-        report = evaluate_experiment(key, str(out / key), as_of=_utc(as_of))
-    except KeyError as error:
-        _fail(str(error.args[0]))
-
+    report = evaluate_experiment(key, str(out / key), as_of=as_of)
     console.print(report_table(report))
-    console.print(f"report written to {out / key}")
+    console.print(f"report written to {safe(out / key)}", highlight=False)
 
 
 @app.command()
@@ -206,6 +227,7 @@ def demo(
     from flows.tables import report_table
     from models.seed import SeedError
 
+    _checked(lambda: writable_folder(out))
     started = time.monotonic()
     with Progress(
         TextColumn("{task.description}"),
@@ -226,15 +248,16 @@ def demo(
             result = run_demo(
                 DemoConfig(out_dir=out, customers=customers, seed=seed, database_url=database_url),
                 progress=progress,
-                log=lambda line: console.print(f"[dim]{line}[/dim]", highlight=False),
+                log=lambda line: console.print(f"[dim]{safe(line)}[/dim]", highlight=False),
             )
         except SeedError as error:
             _fail(f"{error}; give the demo an empty database, or leave out --database-url")
     for key, report in result.reports.items():
         console.print(report_table(report))
-        console.print(f"  report: {result.report_dirs[key]}/report.html\n", highlight=False)
+        console.print(f"  report: {safe(result.report_dirs[key])}/report.html\n", highlight=False)
     console.print(
-        f"demo finished in {time.monotonic() - started:.0f} s; outbox files in {out / 'outbox'}",
+        f"demo finished in {time.monotonic() - started:.0f} s; "
+        f"outbox files in {safe(out / 'outbox')}",
         highlight=False,
     )
 
@@ -254,14 +277,11 @@ def plan(
     _validate_or_exit([path])
     from experiments.loader import load_spec
     from flows.plan import plan_experiment
-    from models.db import engine_for
-    from models.migrate import upgrade
 
     spec = load_spec(path).spec
-    engine = engine_for()
-    upgrade(engine)
+    engine = _checked(open_database)
     try:
-        result = plan_experiment(engine, spec, _utc(as_of) or datetime.now(UTC), mde)
+        result = plan_experiment(engine, spec, as_of or datetime.now(UTC), mde)
     except ValueError as error:
         _fail(str(error))
 
@@ -269,7 +289,9 @@ def plan(
         return f"{value * 100:.2f} pp" if result.kind == "binary" else f"{value:,.2f}"
 
     facts = result.facts
-    table = Table(title=f"[bold]{spec.key}[/bold]: plan for {result.metric}", title_justify="left")
+    table = Table(
+        title=f"[bold]{safe(spec.key)}[/bold]: plan for {safe(result.metric)}", title_justify="left"
+    )
     table.add_column("")
     table.add_column("", justify="right")
     base = (
@@ -330,6 +352,7 @@ def analyze(
 
     if correction not in ("holm", "bh", "none"):
         _fail(f"--correction must be holm, bh or none, not {correction!r}")
+    _checked(lambda: writable_folder(out))
     try:
         metrics = [parse_metric_option(m) for m in metric]
         weights = {}
@@ -343,11 +366,13 @@ def analyze(
             data, arm_column, baseline, metrics, out, weights, alpha, correction
         )
     except (CsvDataError, ValueError) as error:
-        _fail(str(error))
+        _fail(error)
+    except OSError as error:  # the folder was checked; this is a write failing part-way
+        _fail(f"--out {out}: cannot write the report ({error.strerror or error})")
     console.print(report_table(report))
     console.print(
         f"{loaded.rows:,} rows, {len(loaded.arms)} arms analysed in {time.monotonic() - started:.1f} s; "
-        f"report written to {out}",
+        f"report written to {safe(out)}",
         highlight=False,
     )
 

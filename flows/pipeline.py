@@ -19,17 +19,20 @@ from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report, write_report
 from experiments.rules import parse_rule
 from messaging.dispatcher import DispatchOptions, DispatchSummary, dispatch_due
-from messaging.render import template_exists
+from messaging.render import template_exists, template_variables
 from messaging.settings import build_channels, call_budget, load_settings
 from models.db import engine_for
 from models.evaluation import evaluate
 from models.experiments import (
+    SEGMENT_ERRORS,
     AssignmentSummary,
     Registration,
     assign_customers,
+    experiment_id_for,
     register_experiment,
     registered_spec,
     schedule_messages,
+    segment_problem,
 )
 from models.segments import select_segment
 
@@ -50,7 +53,7 @@ def now_utc() -> datetime:
 
 @task(cache_policy=NONE)
 def load_experiment(path: str) -> LoadedSpec:
-    return load_spec(path, template_exists)
+    return load_spec(path, template_exists, template_variables)
 
 
 @task(cache_policy=NONE)
@@ -59,17 +62,21 @@ def register(database_url: str | None, loaded: LoadedSpec, now: datetime) -> Reg
 
 
 @task(cache_policy=NONE)
-def select_customers(
-    database_url: str | None, loaded: LoadedSpec, experiment_id: int, as_of: datetime
-) -> list[int]:
+def select_customers(database_url: str | None, loaded: LoadedSpec, as_of: datetime) -> list[int]:
+    """The segment's customers, selected before the experiment is registered (so a rule the
+    database cannot run leaves no trace); those in other experiments are left out if asked."""
     segment = loaded.spec.segment
-    return select_segment(
-        engine_for(database_url),
-        parse_rule(segment.where),
-        as_of,
-        experiment_id=experiment_id,
-        exclude_assigned=segment.exclude_if_in_other_experiments,
-    )
+    engine = engine_for(database_url)
+    try:
+        return select_segment(
+            engine,
+            parse_rule(segment.where),
+            as_of,
+            experiment_id=experiment_id_for(engine, loaded.spec.key),
+            exclude_assigned=segment.exclude_if_in_other_experiments,
+        )
+    except SEGMENT_ERRORS as error:
+        raise segment_problem(loaded, error) from None
 
 
 @task(cache_policy=NONE)
@@ -142,9 +149,9 @@ def run_experiment(
     logger = get_run_logger()
     as_of = as_of or now_utc()
     loaded = load_experiment(spec_path)
+    customers = select_customers(database_url, loaded, as_of)
     registration = register(database_url, loaded, as_of)
     eid = registration.experiment_id
-    customers = select_customers(database_url, loaded, eid, as_of)
     assigned = assign(database_url, loaded, eid, customers, as_of)
     scheduled = schedule(database_url, loaded, eid, as_of)
     logger.info(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from experiments.report import Report, chance_to_beat
+from flows.console import safe
 
 
 def _lift(value: float | None, kind: str) -> str:
@@ -29,7 +30,7 @@ def report_table(report: Report) -> Table:
     srm = "ok" if report.srm.ok else "[bold red]SAMPLE RATIO MISMATCH[/bold red]"
     table = Table(
         title=(
-            f"[bold]{report.experiment}[/bold]  baseline: {report.baseline}; "
+            f"[bold]{safe(report.experiment)}[/bold]  baseline: {safe(report.baseline)}; "
             f"sample ratio p={report.srm.p_value:.3f} {srm}"
             + (
                 f"; headline: {report.analysis.method}, {report.analysis.correction} correction"
@@ -46,17 +47,17 @@ def report_table(report: Report) -> Table:
     for metric in report.metrics:
         comparisons = {c.arm: c for c in metric.comparisons}
         for i, arm in enumerate(metric.arms):
-            label = metric.name if i == 0 else f"[dim]{metric.role}[/dim]" if i == 1 else ""
+            label = safe(metric.name) if i == 0 else f"[dim]{metric.role}[/dim]" if i == 1 else ""
             c = comparisons.get(arm.name)
             if c is None:
-                table.add_row(label, arm.name, f"{arm.n:,}", _mean(arm.mean, metric.kind))
+                table.add_row(label, safe(arm.name), f"{arm.n:,}", _mean(arm.mean, metric.kind))
                 continue
             ci = "–"
             if c.abs_ci is not None:
                 ci = f"[{_lift(c.abs_ci[0], metric.kind)}, {_lift(c.abs_ci[1], metric.kind)}]"
             table.add_row(
                 label,
-                arm.name,
+                safe(arm.name),
                 f"{arm.n:,}",
                 _mean(arm.mean, metric.kind),
                 _lift(c.abs_lift, metric.kind),

@@ -32,6 +32,7 @@ from jinja2 import (
     StrictUndefined,
     TemplateNotFound,
     TemplateSyntaxError,
+    meta,
     select_autoescape,
 )
 from jinja2 import TemplateError as JinjaTemplateError
@@ -206,6 +207,24 @@ def template_exists(channel: str, template: str) -> bool:
     if channel not in _SUFFIX:
         return False
     return DEFAULT_LOCALE in _locales_of(template, _SUFFIX[channel])
+
+
+def template_variables(channel: str, template: str) -> frozenset[str]:
+    """The top-level names (``offer``, ``first_name``, ...) any locale of ``template`` for
+    ``channel`` uses (text and HTML bodies), read with Jinja2's ``meta``; empty if unknown or
+    unparsable (validation reports those on their own)."""
+    if channel not in _SUFFIX:
+        return frozenset()
+    env = _environment()
+    names: set[str] = set()
+    for suffix in {_SUFFIX[channel], _HTML_SUFFIX if channel == "email" else _SUFFIX[channel]}:
+        for locale in _locales_of(template, suffix):
+            path = TEMPLATES_DIR / template / f"{locale}.{suffix}"
+            try:
+                names |= meta.find_undeclared_variables(env.parse(path.read_text("utf-8")))
+            except (OSError, UnicodeDecodeError, TemplateSyntaxError):
+                continue
+    return frozenset(names)
 
 
 def available_templates() -> list[tuple[str, str, list[str]]]:

@@ -14,20 +14,60 @@ from datetime import datetime
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from experiments.assignment import assign
 from experiments.loader import LoadedSpec, parse_spec
+from experiments.rules import parse_rule
 from experiments.spec import ExperimentSpec
 from models.bulk import insert_ignoring_conflicts, table
 from models.customer_data import Customer
 from models.records import Assignment, Experiment, ExperimentSnapshot, Message
+from models.segments import segment_query
 
 CHUNK = 5_000
 
 
 class ExperimentChangeError(Exception):
     """A change to a running experiment that would move customers between arms."""
+
+
+class SegmentError(Exception):
+    """The segment rule of a valid experiment file cannot run on this database; nothing has been
+    recorded for the experiment."""
+
+
+def segment_problem(loaded: LoadedSpec, error: BaseException) -> SegmentError:
+    """The one-line :class:`SegmentError` for ``error`` raised while selecting the segment."""
+    reason = " ".join(str(getattr(error, "orig", None) or error).split())
+    reason = reason.split("[SQL:", 1)[0].strip()[:200] or type(error).__name__
+    return SegmentError(
+        f"{loaded.path}: experiment {loaded.spec.key!r}: segment.where cannot run on this "
+        f"database ({reason}); simplify the rule. Nothing was recorded."
+    )
+
+
+SEGMENT_ERRORS = (SQLAlchemyError, RecursionError, OverflowError)
+"""What compiling or running a segment's SQL raises when the database cannot run the rule."""
+
+
+def check_segment(engine: Engine, loaded: LoadedSpec, as_of: datetime) -> None:
+    """Have the database prepare the segment's query without reading a row (``LIMIT 0``): SQL
+    that cannot be compiled, is too deep or binds too many parameters fails here, before a flow
+    starts or anything is recorded. Raises :class:`SegmentError`."""
+    segment = loaded.spec.segment
+    try:
+        query = segment_query(
+            parse_rule(segment.where),
+            as_of,
+            exclude_assigned_except=experiment_id_for(engine, loaded.spec.key),
+            exclude_assigned=segment.exclude_if_in_other_experiments,
+        ).limit(0)
+        with engine.connect() as connection:
+            connection.execute(query).all()
+    except SEGMENT_ERRORS as error:
+        raise segment_problem(loaded, error) from None
 
 
 @dataclass(frozen=True)
@@ -69,18 +109,7 @@ def register_experiment(engine: Engine, loaded: LoadedSpec, now: datetime) -> Re
             session.add(experiment)
             session.flush()
         elif experiment.spec_hash != loaded.sha256:
-            previous = current_spec(session, experiment)
-            assigned = session.exec(
-                select(func.count())
-                .select_from(Assignment)
-                .where(Assignment.experiment_id == experiment.id)
-            ).one()
-            if assigned and _randomisation(previous.spec) != _randomisation(spec):
-                raise ExperimentChangeError(
-                    f"{loaded.path}: experiment {spec.key!r} already has {assigned} assigned "
-                    "customers; changing its salt, arms or weights would move them between arms. "
-                    "Start a new experiment with a new key instead."
-                )
+            _refuse_moving_customers(session, experiment, loaded)
             experiment.spec_hash = loaded.sha256
             experiment.hypothesis = spec.hypothesis
             experiment.updated_at = now
@@ -103,6 +132,33 @@ def register_experiment(engine: Engine, loaded: LoadedSpec, now: datetime) -> Re
             )
         session.commit()
         return Registration(experiment.id, created, snapshot_exists is None)
+
+
+def check_change(engine: Engine, loaded: LoadedSpec) -> None:
+    """Raise :class:`ExperimentChangeError` if registering ``loaded`` would be refused (its
+    experiment has assigned customers and the salt, arms or weights changed); reads only, so a
+    command can check before it starts any flow."""
+    with Session(engine) as session:
+        experiment = session.exec(
+            select(Experiment).where(Experiment.key == loaded.spec.key)
+        ).first()
+        if experiment is not None and experiment.spec_hash != loaded.sha256:
+            _refuse_moving_customers(session, experiment, loaded)
+
+
+def _refuse_moving_customers(session: Session, experiment: Experiment, loaded: LoadedSpec) -> None:
+    previous = current_spec(session, experiment)
+    assigned = session.exec(
+        select(func.count())
+        .select_from(Assignment)
+        .where(Assignment.experiment_id == experiment.id)
+    ).one()
+    if assigned and _randomisation(previous.spec) != _randomisation(loaded.spec):
+        raise ExperimentChangeError(
+            f"{loaded.path}: experiment {loaded.spec.key!r} already has {assigned} assigned "
+            "customers; changing its salt, arms or weights would move them between arms. "
+            "Start a new experiment with a new key instead."
+        )
 
 
 def current_spec(session: Session, experiment: Experiment) -> LoadedSpec:

@@ -5,6 +5,7 @@ test per kind of bad input checking the line, column and value in the message.""
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,10 @@ def test_stats_equal_a_direct_computation(tmp_path: Path, generated: Generated) 
         x = generated.revenue[mask].tolist()
         assert rev.n == mask.sum()
         assert rev.sum == pytest.approx(math.fsum(x), rel=1e-13)
-        assert rev.sum_squares == pytest.approx(math.fsum(v * v for v in x), rel=1e-13)
+        mean = math.fsum(x) / len(x)  # squares are taken around the arm's mean (the shift)
+        assert rev.shift == pytest.approx(mean, rel=1e-13)
+        assert rev.sum_squares == pytest.approx(math.fsum((v - mean) ** 2 for v in x), rel=1e-12)
+        assert rev.variance == pytest.approx(statistics.variance(x), rel=1e-12)
 
 
 def test_comparisons_on_the_result_match_scipy_and_statsmodels_on_raw_data(

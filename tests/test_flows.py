@@ -108,7 +108,7 @@ def test_cli_errors_are_one_line_without_traceback(
     runner = CliRunner()
     result = runner.invoke(app, ["evaluate", "no-such-experiment", "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "no experiment 'no-such-experiment'" in result.output
+    assert "experiment 'no-such-experiment': not in the database" in result.output
     assert "Traceback" not in result.output
 
     add_customers(engine, 8)

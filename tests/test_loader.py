@@ -106,8 +106,9 @@ def test_invalid_yaml_gives_the_line() -> None:
 
 def test_duplicate_arm_names_and_missing_fields() -> None:
     text = VALID.replace("name: email", "name: control")
-    [(_, message)] = problems(text)
-    assert "arm names must be unique" in message
+    [(line, message)] = problems(text)
+    assert line == 7  # the repeated name, not the top of the file
+    assert "arms[1].name: arm name 'control' is already used by arms[0]" in message
     [(_line, message)] = problems(VALID.replace("hypothesis: Reminders help.\n", ""))
     assert "missing required field 'hypothesis'" in message
 
