@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from experiments.report import Report, chance_to_beat
+from experiments.report.models import Report
+from experiments.report.render import chance_to_beat
 
 
 def _lift(value: float | None, kind: str) -> str:

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput, build_report
 from experiments.metrics import CATALOGUE
-from experiments.report_models import Report
+from experiments.report.models import Report
 from experiments.spec import ExperimentSpec
 from experiments.stats import SampleStats
 from models.balance_sql import covariate_statistics

@@ -14,10 +14,9 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
+from experiments.analysis import MetricInput, build_report
 from experiments.report import (
-    MetricInput,
     Report,
-    build_report,
     render_html,
     render_markdown,
     write_report,

@@ -13,19 +13,12 @@ from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 from statsmodels.stats.oneway import anova_oneway
 from statsmodels.stats.proportion import proportions_ztest
 
+from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput
 from experiments.cuped import PairedStats
-from experiments.report import (
-    AnalysisSettings,
-    MetricInput,
-    Report,
-    SurvivalInput,
-    km_chart,
-    render_html,
-    render_markdown,
-    share_after,
-    verdict,
-)
-from experiments.report_models import SurvivalArm
+from experiments.report import Report, render_html, render_markdown
+from experiments.report.charts import km_chart, share_after
+from experiments.report.models import SurvivalArm
+from experiments.report.render import verdict
 from experiments.stats import SampleStats
 from experiments.survival import SurvivalCounts
 from tests.test_report import (

@@ -1,8 +1,8 @@
 """The experiment report rendered for people: Markdown and one self-contained HTML page.
 
-The contract is in :mod:`experiments.report_models`; :func:`experiments.analysis.build_report`
-fills it (both are re-exported here). ``write_report`` writes ``report.json``, ``report.md`` and
-``report.html``. Templates live in ``experiments/report_templates`` and are rendered with jinja2
+The contract is in :mod:`experiments.report.models`; :func:`experiments.analysis.build_report`
+fills it. ``write_report`` writes ``report.json``, ``report.md`` and
+``report.html``. Templates live in ``experiments/report/templates`` and are rendered with jinja2
 (HTML autoescaped); the helpers below turn numbers into the words and SVG geometry they show.
 """
 
@@ -17,19 +17,13 @@ from pathlib import Path
 
 import jinja2
 
-from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput, build_report
-from experiments.report_charts import KmChart, KmSeries, km_chart, share_after, survival_checkpoints
-from experiments.report_models import Comparison, MetricReport, Report
+from experiments.report.charts import KmChart, KmSeries, km_chart, share_after, survival_checkpoints
+from experiments.report.models import Comparison, MetricReport, Report
 
 __all__ = [
     "LOWER_IS_BETTER",
-    "AnalysisSettings",
     "KmChart",
     "KmSeries",
-    "MetricInput",
-    "Report",
-    "SurvivalInput",
-    "build_report",
     "km_chart",
     "render_html",
     "render_markdown",
@@ -368,7 +362,7 @@ def _smd(value: float | None) -> str:
 @functools.cache
 def _environment(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("experiments", "report_templates"),
+        loader=jinja2.PackageLoader("experiments.report", "templates"),
         autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
