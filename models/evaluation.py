@@ -13,12 +13,14 @@ from sqlmodel import Session
 
 from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput, build_report
 from experiments.metrics import CATALOGUE
+from experiments.report.enrich import enrich
 from experiments.report.models import Report
 from experiments.spec import ExperimentSpec
 from experiments.stats import SampleStats
 from models.balance_sql import covariate_statistics
 from models.metric_sql import arm_statistics, paired_statistics
 from models.records import Result
+from models.report_data import report_context
 from models.survival_sql import survival_counts
 
 
@@ -73,6 +75,7 @@ def evaluate(
         survival=SurvivalInput(survival_counts(engine, experiment_id, as_of, horizon), horizon),
         balance=covariate_statistics(engine, experiment_id),
     )
+    report = enrich(report, report_context(engine, experiment_id, spec, report, as_of))
     with Session(engine) as session:
         session.add(
             Result(
