@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from experiments.report.models import Report
@@ -68,4 +69,7 @@ def report_table(report: Report) -> Table:
                 "" if c.planted_abs_lift is None else _lift(c.planted_abs_lift, metric.kind),
             )
         table.add_section()
+    if report.verdict is not None:
+        table.caption = escape(report.verdict.text)
+        table.caption_justify = "left"
     return table

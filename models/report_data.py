@@ -92,3 +92,11 @@ def report_context(
         funnel=funnel,
         sent_stats=sent,
     )
+
+
+def experiment_list(engine: Engine) -> list[tuple[str, str, str]]:
+    """Every experiment's key, status and hypothesis, by key."""
+    e = table(Experiment)
+    query = select(e.c.key, e.c.status, e.c.hypothesis).order_by(e.c.key)
+    with engine.connect() as connection:
+        return [(str(k), str(s), str(h)) for k, s, h in connection.execute(query)]
