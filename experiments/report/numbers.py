@@ -3,6 +3,7 @@ percentage points, money in the data's currency, and no more decimals than the d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from babel.numbers import format_currency, format_decimal
@@ -26,6 +27,13 @@ def fmt_count(value: float | None) -> str:
     return format_decimal(round(value), format="#,##0", locale=LOCALE)
 
 
+def round_sig(value: float, digits: int = 3) -> float:
+    """``value`` rounded to ``digits`` significant digits (an estimate's honest precision)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
 def fmt_money(
     value: float | None, currency: str, signed: bool = False, whole: bool | None = None
 ) -> str:
@@ -46,7 +54,7 @@ def fmt_money(
 def _decimals(reference: float) -> int:
     """One decimal for a lift whose CI spans a point or more, two or three for narrower ones: the
     last digit shown is about a tenth of the uncertainty."""
-    if reference >= 1:
+    if reference >= 1 or reference == 0:
         return 1
     return 2 if reference >= 0.1 else 3
 

@@ -20,7 +20,7 @@ from experiments.report.direction import (
     primary_metric,
 )
 from experiments.report.models import Comparison, MetricReport, Report, Verdict
-from experiments.report.numbers import fmt_count, fmt_money, is_money, lift_parts
+from experiments.report.numbers import fmt_count, fmt_money, is_money, lift_parts, round_sig
 
 DAYS_PER_MONTH = 30.4
 MONEY_METRICS = ("net_revenue_90d", "revenue_90d")
@@ -82,7 +82,11 @@ def _money_sentence(
         return "", None, None
     c = next((c for c in metric.comparisons if c.arm == arm), None)
     if c is None or c.abs_lift is None:
-        return "", metric.name, None
+        return (
+            f"; what it is worth in {metric.name} is not known yet (too few customers counted)",
+            metric.name,
+            None,
+        )
     words = "net revenue" if metric.name.startswith("net_") else "revenue"
     if inflow_per_day is None:
         return "", metric.name, None
@@ -115,10 +119,11 @@ def _ship_text(
     shown = f"{lift} on {_metric_words(primary)}" + (f" ({label} {ci})" if ci else "")
     if primary.kind == "binary":
         per_10k = c.abs_lift * 10_000
-        worth = f"about {fmt_count(abs(per_10k))} more customers per 10,000 targeted"
+        worth = f"about {fmt_count(round_sig(abs(per_10k)))} more customers per 10,000 targeted"
     else:
         per_10k = c.abs_lift * 10_000
-        amount = fmt_money(abs(per_10k), currency) if money_unit else fmt_count(abs(per_10k))
+        shown_10k = round_sig(abs(per_10k))
+        amount = fmt_money(shown_10k, currency) if money_unit else fmt_count(shown_10k)
         worth = f"about {amount} more per 10,000 targeted"
     return f"Ship {c.arm}: {shown}; {worth}{money}.", per_10k
 
