@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import except_, func, select
 from sqlalchemy.engine import Engine
 
 from experiments.report.enrich import ReportContext, funnel_metric
@@ -19,7 +19,7 @@ from models.funnel import funnel_counts, sent_statistics
 from models.lift_series import daily_statistics
 from models.metric_sql import ASSIGNMENTS
 from models.records import Experiment, ExperimentSnapshot
-from models.segments import select_segment
+from models.segments import segment_query
 
 INFLOW_DAYS = 7
 
@@ -41,11 +41,15 @@ def currency_of(engine: Engine, experiment_id: int) -> str:
 
 
 def segment_inflow(engine: Engine, spec: ExperimentSpec, as_of: datetime) -> float:
-    """Customers entering the segment per day over the last week (as ``retain plan`` counts)."""
+    """Customers entering the segment per day over the last week: in it now and not a week ago
+    (as ``retain plan`` counts them), counted in SQL."""
     rule = parse_rule(spec.segment.where)
-    now = set(select_segment(engine, rule, as_of))
-    before = set(select_segment(engine, rule, as_of - timedelta(days=INFLOW_DAYS)))
-    return len(now - before) / INFLOW_DAYS
+    now = segment_query(rule, as_of).order_by(None)
+    before = segment_query(rule, as_of - timedelta(days=INFLOW_DAYS)).order_by(None)
+    entered = except_(now, before).subquery("entered")
+    with engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(entered)).scalar_one()
+    return int(count) / INFLOW_DAYS
 
 
 def spec_as_run(engine: Engine, experiment_id: int) -> tuple[str | None, str | None]:

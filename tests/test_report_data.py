@@ -10,6 +10,7 @@ import sys
 import time
 import webbrowser
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,32 @@ def test_retain_report_does_not_import_prefect(
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "index.html").exists()
+
+
+def test_segment_inflow_counts_customers_who_entered_in_the_last_week(engine: Engine) -> None:
+    from sqlalchemy import update
+    from sqlmodel import Session
+
+    from experiments.rules import parse_rule
+    from models.customer_data import PaymentMethod
+    from models.report_data import segment_inflow
+    from models.segments import select_segment
+    from tests.dbdata import T0, add_customers
+
+    ids = add_customers(engine, 17, card_days=20)  # in the segment now and a week before
+    later = (T0 + timedelta(days=40)).date()  # 28 days left at T0 + 12 d, 35 a week before
+    with Session(engine) as session:
+        session.execute(
+            update(PaymentMethod)
+            .where(PaymentMethod.customer_id.in_(ids[10:]))  # type: ignore[attr-defined]
+            .values(expires_on=later, exp_month=later.month, exp_year=later.year)
+        )
+        session.commit()
+    spec = parse_spec(SPEC).spec
+    as_of = T0 + timedelta(days=12)
+    rule = parse_rule(spec.segment.where)
+    entered = set(select_segment(engine, rule, as_of)) - set(
+        select_segment(engine, rule, as_of - timedelta(days=7))
+    )
+    assert len(entered) == 7
+    assert segment_inflow(engine, spec, as_of) == pytest.approx(7 / 7)

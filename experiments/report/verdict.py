@@ -117,14 +117,14 @@ def _ship_text(
     lift, ci = lift_parts(c.abs_lift, headline_ci(c), primary.kind, money_unit)
     label = ("always-valid " if c.headline == "sequential" else "") + _ci_label(report.alpha)
     shown = f"{lift} on {_metric_words(primary)}" + (f" ({label} {ci})" if ci else "")
+    per_10k = c.abs_lift * 10_000
+    shown_10k = round_sig(abs(per_10k))
     if primary.kind == "binary":
-        per_10k = c.abs_lift * 10_000
-        worth = f"about {fmt_count(round_sig(abs(per_10k)))} more customers per 10,000 targeted"
+        fewer = "fewer" if per_10k < 0 else "more"
+        worth = f"about {fmt_count(shown_10k)} {fewer} customers per 10,000 targeted"
     else:
-        per_10k = c.abs_lift * 10_000
-        shown_10k = round_sig(abs(per_10k))
         amount = fmt_money(shown_10k, currency) if money_unit else fmt_count(shown_10k)
-        worth = f"about {amount} more per 10,000 targeted"
+        worth = f"about {amount} {'less' if per_10k < 0 else 'more'} per 10,000 targeted"
     return f"Ship {c.arm}: {shown}; {worth}{money}.", per_10k
 
 
