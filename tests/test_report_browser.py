@@ -246,3 +246,9 @@ def test_demo_reports_render_for_people_at_1280_and_375_px(
                 )
             shot = browser.screenshot(SCREENSHOTS / f"{key}-{width}px.png")
             assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20_000
+        # Printing to PDF (A4, the print stylesheet) gives a document of several pages.
+        pdf = base64.b64decode(
+            browser.call("Page.printToPDF", page=True, paperWidth=8.27, paperHeight=11.69)["data"]
+        )
+        (SCREENSHOTS / f"{key}.pdf").write_bytes(pdf)
+        assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
