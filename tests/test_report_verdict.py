@@ -65,6 +65,11 @@ def two_arm(
     )
 
 
+def sig2(value: float) -> int:
+    """Two significant digits, as the verdict states its estimates (5,507 -> 5,500)."""
+    return int(float(f"{value:.2g}"))
+
+
 def normal(n: int, mean: float, sd: float) -> SampleStats:
     """Sufficient statistics of ``n`` values with this mean and (sample) standard deviation."""
     return SampleStats(n, n * mean, (n - 1) * sd**2 + n * mean**2)
@@ -125,9 +130,9 @@ def test_no_difference_yet_says_how_many_more_customers_and_days() -> None:
     assert v.days_needed == pytest.approx((n - 1_000) / 20)
     assert v.decision == "no_difference_yet"
     assert v.text == (
-        f"No detectable difference yet on card_updated_14d: about {n - 1_000:,} more customers "
-        f"per arm (≈ {math.ceil((n - 1_000) / 20):,} days at the current inflow of 40 a day) "
-        f"to detect the planned MDE of 2.0 pp."
+        f"No detectable difference yet on card_updated_14d: about {sig2(n - 1_000):,} more "
+        f"customers per arm (≈ {sig2(math.ceil((n - 1_000) / 20)):,} days at the current inflow "
+        f"of 40 a day) to detect the planned MDE of 2.0 pp."
     )
 
 
@@ -291,3 +296,29 @@ def test_enriched_report_renders_every_section_in_markdown() -> None:
     assert "- spec sha256: `" + "ab" * 32 + "`" in text
     assert "````yaml\nkey: x\nhypothesis: ```fenced```\n````" in text  # the fence outlasts the YAML
     assert "| 14 | +8.0 pp (" in text  # the lift-over-time table
+
+
+def test_a_revenue_primary_states_its_mde_in_the_currency_and_slow_inflow_in_decimals() -> None:
+    report = make_report(
+        metrics=[
+            MetricInput(
+                "net_revenue_90d",
+                "continuous",
+                "primary",
+                "net revenue",
+                {"control": normal(500, 40.0, 30.0), "email": normal(500, 40.5, 30.0)},
+            )
+        ],
+        arm_weights={"control": 1, "email": 1},
+        settings=SEQ,
+        planted=None,
+    )
+    v = decide(report, mde=5.0, power=0.8, inflow_per_day=0.4, currency="EUR")
+    # Cohen's d convention: n = 2 k² σ² / δ², σ the baseline's standard deviation of 30.
+    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
+    n = math.ceil(2 * z**2 * 30.0**2 / 5.0**2)
+    assert v.n_needed_per_arm == n and v.more_per_arm == n - 500
+    assert v.text.endswith(
+        f"about {sig2(n - 500):,} more customers per arm (≈ {sig2(math.ceil((n - 500) / 0.2)):,} "
+        f"days at the current inflow of 0.4 a day) to detect the planned MDE of €5.00."
+    )

@@ -20,7 +20,7 @@ from experiments.report.models import (
     Report,
     StratumSrm,
 )
-from experiments.report.numbers import lift_parts
+from experiments.report.numbers import fmt_mde, is_money
 from experiments.report.timeline import lift_over_time
 from experiments.report.trust import trust
 from experiments.report.verdict import decide, sample_needed
@@ -120,7 +120,8 @@ def enrich(report: Report, ctx: ReportContext) -> Report:
         inflow_per_day=ctx.inflow_per_day,
         currency=ctx.currency,
     )
-    mde_text = None if ctx.mde is None else lift_parts(ctx.mde, None, primary.kind)[0].lstrip("+")
+    money = ctx.currency if is_money(primary.name) else None
+    mde_text = None if ctx.mde is None else fmt_mde(ctx.mde, primary.kind, money)
     checks = trust(
         report,
         as_of=ctx.as_of,

@@ -27,6 +27,22 @@ def fmt_count(value: float | None) -> str:
     return format_decimal(round(value), format="#,##0", locale=LOCALE)
 
 
+def fmt_rate(value: float | None) -> str:
+    """A daily rate: one decimal below 10 (``0.4``), whole numbers above (``1,250``)."""
+    if value is None:
+        return DASH
+    return format_decimal(value, format="#,##0.#" if value < 10 else "#,##0", locale=LOCALE)
+
+
+def fmt_mde(mde: float, kind: str, money: str | None = None) -> str:
+    """An unsigned minimum detectable effect: ``5.0 pp``, ``$5.00`` or ``5.00``."""
+    if kind == "binary":
+        return lift_parts(mde, None, kind)[0].lstrip("+±")
+    if money is not None:
+        return fmt_money(mde, money)
+    return format_decimal(mde, format="#,##0.00", locale=LOCALE)
+
+
 def round_sig(value: float, digits: int = 3) -> float:
     """``value`` rounded to ``digits`` significant digits (an estimate's honest precision)."""
     if value == 0 or not math.isfinite(value):

@@ -20,7 +20,15 @@ from experiments.report.direction import (
     primary_metric,
 )
 from experiments.report.models import Comparison, MetricReport, Report, Verdict
-from experiments.report.numbers import fmt_count, fmt_money, is_money, lift_parts, round_sig
+from experiments.report.numbers import (
+    fmt_count,
+    fmt_mde,
+    fmt_money,
+    fmt_rate,
+    is_money,
+    lift_parts,
+    round_sig,
+)
 
 DAYS_PER_MONTH = 30.4
 MONEY_METRICS = ("net_revenue_90d", "revenue_90d")
@@ -200,7 +208,8 @@ def decide(
         if winner is not None:
             text += f" ({arm} also lifts {primary.name}, but not without the harm.)"
         return Verdict(decision="stop_arm", text=text, **fields)
-    text = _wait_text(primary, wait, mde, inflow_per_day)
+    unit = currency if is_money(primary.name) else None
+    text = _wait_text(primary, wait, mde, inflow_per_day, unit)
     decision = "no_difference" if wait.more_per_arm == 0 else "no_difference_yet"
     return Verdict(decision=decision, text=text, **fields)
 
@@ -210,6 +219,7 @@ def _wait_text(
     wait: Wait,
     mde: float | None,
     inflow_per_day: float | None,
+    money: str | None,
 ) -> str:
     counted = min((a.n for a in primary.arms), default=0)
     head = f"No detectable difference yet on {primary.name}"
@@ -220,7 +230,7 @@ def _wait_text(
             f"{head}. Set analysis.mde (the smallest lift worth detecting) to see how many more "
             f"customers and days it takes."
         )
-    shown_mde = lift_parts(mde, None, primary.kind)[0].lstrip("+")
+    shown_mde = fmt_mde(mde, primary.kind, money)
     if wait.more_per_arm is None:
         return f"{head}; the sample needed for the planned MDE of {shown_mde} cannot be computed from this baseline."
     if wait.more_per_arm == 0:
@@ -236,8 +246,9 @@ def _wait_text(
             "no customers entered the segment in the last 7 days, so the wait cannot be estimated"
         )
     else:
-        when = f"≈ {fmt_count(math.ceil(wait.days))} days at the current inflow of {fmt_count(inflow_per_day)} a day"
+        days = fmt_count(round_sig(math.ceil(wait.days), 2))
+        when = f"≈ {days} days at the current inflow of {fmt_rate(inflow_per_day)} a day"
     return (
-        f"{head}: about {fmt_count(wait.more_per_arm)} more customers per arm ({when}) to "
+        f"{head}: about {fmt_count(round_sig(wait.more_per_arm, 2))} more customers per arm ({when}) to "
         f"detect the planned MDE of {shown_mde}."
     )
