@@ -186,7 +186,7 @@ def test_headline_uses_the_always_valid_ci_the_correction_bayes_and_cuped() -> N
         assert fixed not in headline  # the fixed CI is not the headline's
         assert f"adjusted {p_words(winner.p_value_adjusted)} (Holm correction)" in headline
         assert f"{100 * chance:.1f}% chance that email beats control" in headline
-        assert f"shipping it loses {risk:,.2f} on average" in headline
+        assert f"shipping it loses ${risk:,.2f} on average" in headline  # in the currency
         assert f"variance reduced by {100 * reduction:.0f}% using pre-period data" in headline
         assert "significantly higher than control" in headline
         # email is not significant once corrected: the verdict says so.

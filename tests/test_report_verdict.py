@@ -322,3 +322,38 @@ def test_a_revenue_primary_states_its_mde_in_the_currency_and_slow_inflow_in_dec
         f"about {sig2(n - 500):,} more customers per arm (≈ {sig2(math.ceil((n - 500) / 0.2)):,} "
         f"days at the current inflow of 0.4 a day) to detect the planned MDE of €5.00."
     )
+
+
+def test_the_best_harmless_arm_ships_and_the_harmful_one_is_stopped() -> None:
+    report = make_report(
+        metrics=[
+            MetricInput(
+                "card_updated_14d",
+                "binary",
+                "primary",
+                "updated",
+                {
+                    "control": binary(2_000, 10_000),
+                    "email": binary(2_500, 10_000),
+                    "email_sms": binary(2_900, 10_000),
+                },
+            ),
+            MetricInput(
+                "unsubscribed_30d",
+                "binary",
+                "guardrail",
+                "unsubscribed",
+                {
+                    "control": binary(20, 10_000),
+                    "email": binary(25, 10_000),
+                    "email_sms": binary(300, 10_000),
+                },
+            ),
+        ],
+        settings=SEQ,
+        planted=None,
+    )
+    v = decide(report, mde=None, power=0.8, inflow_per_day=None, currency="USD")
+    assert v.decision == "ship" and v.arm == "email" and v.stop_arms == ["email_sms"]
+    assert v.text.startswith("Ship email: +5.0 pp")
+    assert v.text.endswith(" Stop email_sms: guardrail harm on unsubscribed_30d.")

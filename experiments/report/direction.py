@@ -4,6 +4,8 @@ report goes through here, so the verdict, the headline and the tables agree."""
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from experiments.metrics import CATALOGUE
 from experiments.report.models import Comparison, Interval, MetricReport, Report
 
@@ -48,9 +50,10 @@ def tone(metric: MetricReport, c: Comparison) -> str:
     return "bad" if (c.abs_lift > 0) == lower_is_better(metric) else "good"
 
 
-def best_arm(metric: MetricReport) -> Comparison | None:
-    """The comparison with the largest significant move in the metric's good direction."""
-    winners = [c for c in metric.comparisons if tone(metric, c) == "good"]
+def best_arm(metric: MetricReport, exclude: Set[str] = frozenset()) -> Comparison | None:
+    """The comparison with the largest significant move in the metric's good direction, among
+    the arms not in ``exclude``."""
+    winners = [c for c in metric.comparisons if tone(metric, c) == "good" and c.arm not in exclude]
     return max(winners, key=lambda c: abs(c.abs_lift or 0), default=None)
 
 

@@ -182,11 +182,14 @@ def decide(
             f"planned split (sample ratio mismatch), so assignment or data collection is broken."
         )
         return Verdict(decision="hold", text=text, **fields)
-    winner = best_arm(primary)
+    # The best arm that lifts the primary metric without harming a guardrail ships; a better arm
+    # that does harm is stopped, never shipped.
+    winner = best_arm(primary, exclude=set(harm))
+    harmful_winner = best_arm(primary)
     stops = "".join(
         f" Stop {arm}: guardrail harm on {', '.join(names)}." for arm, names in sorted(harm.items())
     )
-    if winner is not None and winner.arm not in harm:
+    if winner is not None:
         money, money_metric, per_month = _money_sentence(
             report, winner.arm, inflow_per_day, currency
         )
@@ -201,11 +204,11 @@ def decide(
         )
         return Verdict(decision="ship", text=text + stops, **fields)
     if harm:
-        arm = winner.arm if winner is not None else sorted(harm)[0]
+        arm = harmful_winner.arm if harmful_winner is not None else sorted(harm)[0]
         c = next(c for c in primary.comparisons if c.arm == arm)
         fields.update(arm=arm, abs_lift=c.abs_lift, ci=headline_ci(c))
         text = stops.strip()
-        if winner is not None:
+        if harmful_winner is not None:
             text += f" ({arm} also lifts {primary.name}, but not without the harm.)"
         return Verdict(decision="stop_arm", text=text, **fields)
     unit = currency if is_money(primary.name) else None
