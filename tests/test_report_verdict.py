@@ -94,9 +94,10 @@ def test_ship_states_the_lift_its_always_valid_ci_per_10k_and_money_per_month() 
         f"(always-valid 95% CI +{100 * lo:.1f} to +{100 * hi:.1f} pp)"
     )
     assert "about 600 more customers per 10,000 targeted" in v.text  # 6 pp x 10,000
-    # +€3 per customer within 90 days x 50 customers a day x 30.4 days = €4,560 a month.
+    # +€3 per customer within 90 days x 50 customers a day x 30.4 days = €4,560 a month, said
+    # to two significant digits.
     assert v.money_per_month == pytest.approx(3.0 * 50 * 30.4)
-    assert "about €4,560 more net revenue within 90 days per month" in v.text
+    assert "about €4,600 more net revenue within 90 days per month" in v.text
     assert "(1,520 customers a month)" in v.text
 
 

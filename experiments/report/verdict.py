@@ -110,7 +110,7 @@ def _money_sentence(
     monthly = fmt_count(inflow_per_day * DAYS_PER_MONTH)
     unsure = "" if c.significant else f" (the {words} difference itself is not significant)"
     return (
-        f"; about {fmt_money(abs(per_month), currency)} {direction} {words} within 90 days per "
+        f"; about {fmt_money(round_sig(abs(per_month), 2), currency)} {direction} {words} within 90 days per "
         f"month at today's segment inflow ({monthly} customers a month){unsure}",
         metric.name,
         per_month,
