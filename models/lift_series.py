@@ -16,16 +16,39 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import Integer, func, literal, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from experiments.metrics import CATALOGUE
 from experiments.spec import Costs
 from experiments.stats import SampleStats
 from models.metric_sql import ASSIGNMENTS, Window, metric_value
 from models.sqltime import days_between
-from models.survival_sql import _floor_int
+
+
+class _ceil_int(FunctionElement[int]):
+    """``ceil(x)`` as an integer, on SQLite builds without the math functions too."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(_ceil_int, "sqlite")
+def _ceil_int_sqlite(element: _ceil_int, compiler: Any, **kw: Any) -> str:
+    # CAST truncates toward zero; add 1 for positive non-integers to round up instead.
+    (arg,) = element.clauses
+    x = compiler.process(arg, **kw)
+    return f"(CAST({x} AS INTEGER) + (CAST({x} AS INTEGER) < {x}))"
+
+
+@compiles(_ceil_int, "postgresql")
+def _ceil_int_pg(element: _ceil_int, compiler: Any, **kw: Any) -> str:
+    (arg,) = element.clauses
+    return f"CAST(CEIL({compiler.process(arg, **kw)}) AS INTEGER)"
 
 
 def daily_statistics(
@@ -40,8 +63,7 @@ def daily_statistics(
         .where(ASSIGNMENTS.c.experiment_id == experiment_id)
         .scalar_subquery()
     )
-    # ceil(x) = -floor(-x), on SQLite builds without the math functions too.
-    countable = -_floor_int(-(days_between(a.c.assigned_at, start) + window.days))
+    countable = _ceil_int(days_between(a.c.assigned_at, start) + window.days)
     value = metric_value(metric, window)
     per_customer = (
         select(a.c.arm.label("arm"), countable.label("day"), value.label("v"))
