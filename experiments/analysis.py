@@ -33,7 +33,7 @@ from experiments.cuped import CupedResult, PairedStats, cuped_adjust
 from experiments.fixed import fisher_exact_test, needs_exact, omnibus_test
 from experiments.metrics import MetricKind, MetricRole
 from experiments.multiple import adjust_by_role
-from experiments.report_models import (
+from experiments.report.models import (
     AnalysisSummary,
     ArmMetricStats,
     ArmSummary,

@@ -20,6 +20,9 @@ class MetricDefinition:
     window_days: int
     description: str
     unit: str = ""
+    higher_is_better: bool = True
+    """The metric's good direction: False for guardrails such as unsubscribes, where an increase
+    is harm."""
 
 
 CATALOGUE: dict[str, MetricDefinition] = {
@@ -68,6 +71,7 @@ CATALOGUE: dict[str, MetricDefinition] = {
             "binary",
             30,
             "unsubscribed or opted out of any channel within 30 days",
+            higher_is_better=False,
         ),
     ]
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 from experiments.analysis import AnalysisSettings, MetricInput, build_report
 from experiments.csvdata import CsvExperiment, MetricSpec, read_experiment_csv
 from experiments.report import write_report
-from experiments.report_models import Report
+from experiments.report.models import Report
 
 
 def analyze_csv(

@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from flows import cli_deploy
+from flows import cli_deploy, cli_report
 from flows.cli_checks import AS_OF_HELP, CliProblem, open_database, parse_as_of, writable_folder
 from flows.console import safe
 
@@ -46,6 +46,7 @@ app.add_typer(db_app, name="db")
 app.command("deploy")(cli_deploy.deploy)
 app.command("status")(cli_deploy.status)
 app.add_typer(cli_deploy.server_app, name="server")
+app.command("report")(cli_report.report)
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
-from experiments.report import Report, chance_to_beat
+from experiments.report.models import Report
+from experiments.report.render import chance_to_beat
 from flows.console import safe
 
 
@@ -68,4 +70,7 @@ def report_table(report: Report) -> Table:
                 "" if c.planted_abs_lift is None else _lift(c.planted_abs_lift, metric.kind),
             )
         table.add_section()
+    if report.verdict is not None:
+        table.caption = escape(report.verdict.text)
+        table.caption_justify = "left"
     return table

@@ -13,11 +13,13 @@ from sqlmodel import Session
 
 from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput, build_report
 from experiments.metrics import CATALOGUE
-from experiments.report_models import Report
+from experiments.report.enrich import enrich
+from experiments.report.models import Report
 from experiments.spec import ExperimentSpec
 from experiments.stats import SampleStats
 from models.daily_aggregates import covariate_statistics, metric_statistics, survival_statistics
 from models.records import Result
+from models.report_data import report_context
 
 
 def evaluate(
@@ -79,6 +81,7 @@ def evaluate(
         survival=SurvivalInput(survival_statistics(engine, experiment_id, as_of, horizon), horizon),
         balance=covariate_statistics(engine, experiment_id, as_of, arms),
     )
+    report = enrich(report, report_context(engine, experiment_id, spec, report, as_of))
     with Session(engine) as session:
         session.add(
             Result(

@@ -14,10 +14,9 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
+from experiments.analysis import MetricInput, build_report
 from experiments.report import (
-    MetricInput,
     Report,
-    build_report,
     render_html,
     render_markdown,
     write_report,
@@ -111,7 +110,8 @@ def test_json_has_the_documented_keys() -> None:
     data = json.loads(make_report().model_dump_json())
     assert set(data) == {
         "experiment", "hypothesis", "computed_at", "as_of", "alpha", "baseline", "arms", "srm",
-        "metrics", "analysis", "survival", "balance",
+        "metrics", "analysis", "survival", "balance", "verdict", "trust", "lift_over_time",
+        "funnel", "provenance", "currency",
     }  # fmt: skip
     assert data["survival"] is None and data["balance"] is None  # their inputs were not given
     assert set(data["arms"][0]) == {"name", "weight", "n"}
@@ -216,14 +216,19 @@ def test_markdown_headline_and_tables_carry_the_numbers() -> None:
     lo, hi = confint_proportions_2indep(130, 1010, 100, 1000, method="wald", compare="diff")
     _, p = proportions_ztest([130, 100], [1010, 1000])
     assert "## Headline: card_updated_14d" in text
-    assert "**email_sms** has the largest significant lift on card_updated_14d" in text
+    assert "## Verdict: Ship\n\n**Ship email_sms: +6.2 pp on card_updated_14d" in text
+    assert "about 616 more customers per 10,000 targeted" in text  # 16/99 - 10/100 = 6.16 pp
     assert f"{100 * p_t:.1f}%" in text  # email's rate, 12.9%
-    assert f"{100 * (p_t - p_b):+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] pp" in text
+    # The CI spans more than a point, so one decimal (the fixed-horizon headline of this report).
+    assert f"{100 * (p_t - p_b):+.1f} pp ({100 * lo:+.1f} to {100 * hi:+.1f} pp)" in text
     assert f"{100 * (p_t / p_b - 1):+.1f}%" in text  # relative lift, +28.7%
-    # raw p, Holm-adjusted p, chance to beat, significant (by the adjusted p)
+    # Holm-adjusted p, chance to beat, significant (by the adjusted p); the raw p below the table
     chance = f"{100 * chance_beta(130, 1010, 100, 1000):.1f}%"
-    assert f"| {float(p):.3f} | {main_family_holm()[0]:.3f} | {chance} | no |" in text
-    assert "| 51.49 |" in text  # revenue mean for email, 2 decimals
+    # The fixed CI excludes 0, the Holm-adjusted p does not: the row says why, not a contradiction.
+    assert lo > 0 and main_family_holm()[0] > 0.05
+    assert f"| {main_family_holm()[0]:.3f} | {chance} | no, after the Holm correction |" in text
+    assert f"Uncorrected fixed-horizon p (raw): email {float(p):.3f};" in text
+    assert "| $51.49 |" in text  # revenue mean for email, in the data's currency
     assert "planted effect" in text and "+3.00 pp (inside CI)" in text
     assert "Warning: sample ratio mismatch" not in text
     assert "undefined (baseline is 0)" in text  # zero_baseline explained
@@ -247,7 +252,8 @@ def test_markdown_warns_on_sample_ratio_mismatch() -> None:
 def test_markdown_headline_without_a_winner() -> None:
     flat = {"control": binary(100, 1000), "email": binary(101, 1000), "email_sms": binary(99, 1000)}
     text = render_markdown(make_report(metrics=metrics(flat), planted=None))
-    assert "No arm is significantly better than **control** on card_updated_14d" in text
+    assert "## Verdict: Keep running" in text
+    assert "No detectable difference yet on card_updated_14d. Set analysis.mde" in text
     assert "no significant difference from control" in text
 
 
@@ -274,7 +280,8 @@ def test_html_is_well_formed_and_self_contained() -> None:
 def test_html_carries_headline_and_srm_banner() -> None:
     ok_page = render_html(make_report())
     assert "<h2>Headline: card_updated_14d</h2>" in ok_page
-    assert "+6.16 pp" in ok_page and 'role="alert"' not in ok_page
+    assert "+6.2 pp" in ok_page and 'role="alert"' not in ok_page
+    assert 'id="verdict" class="ship"' in ok_page
     skewed = {
         "control": binary(100, 1200),
         "email": binary(110, 1000),

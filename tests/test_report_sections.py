@@ -11,21 +11,14 @@ import numpy as np
 from scipy import stats as sps
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 from statsmodels.stats.oneway import anova_oneway
-from statsmodels.stats.proportion import proportions_ztest
+from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
+from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput
 from experiments.cuped import PairedStats
-from experiments.report import (
-    AnalysisSettings,
-    MetricInput,
-    Report,
-    SurvivalInput,
-    km_chart,
-    render_html,
-    render_markdown,
-    share_after,
-    verdict,
-)
-from experiments.report_models import SurvivalArm
+from experiments.report import Report, render_html, render_markdown
+from experiments.report.charts import km_chart, share_after
+from experiments.report.models import SurvivalArm
+from experiments.report.render import verdict
 from experiments.stats import SampleStats
 from experiments.survival import SurvivalCounts
 from tests.test_report import (
@@ -181,25 +174,38 @@ def test_headline_uses_the_always_valid_ci_the_correction_bayes_and_cuped() -> N
     ss = [((y - y.mean()) ** 2).sum() for _, y in units.values()]
     ss_z = [((y - theta * x - (y - theta * x).mean()) ** 2).sum() for x, y in units.values()]
     reduction = 1 - sum(ss_z) / sum(ss)
+    assert winner.abs_lift is not None and winner.abs_ci is not None
     for text in (render_markdown(report).replace("**", ""), visible(render_html(report))):
+        # email_sms wins on revenue but harms the unsubscribe guardrail: the verdict stops it.
+        assert "Stop email_sms: guardrail harm on unsubscribed_30d" in text
         headline = headline_of(text)
-        assert "email_sms has the largest significant lift on revenue_90d" in headline
-        assert f"always-valid 95% CI [{lo:+,.2f}, {hi:+,.2f}]" in headline
+        shown = f"{money(winner.abs_lift)} ({money(lo)} to {money(hi)})"
+        assert f"lift {shown} (CUPED-adjusted, always-valid 95% CI)" in headline
         assert "safe to check daily" in headline
-        assert f"lift {winner.abs_lift:+,.2f} (CUPED-adjusted, always-valid 95% CI" in headline
-        assert fmt_ci_text(winner.abs_ci) not in headline  # the fixed CI is not the headline's
+        fixed = f"({money(winner.abs_ci[0])} to {money(winner.abs_ci[1])})"
+        assert fixed not in headline  # the fixed CI is not the headline's
         assert f"adjusted {p_words(winner.p_value_adjusted)} (Holm correction)" in headline
         assert f"{100 * chance:.1f}% chance that email beats control" in headline
-        assert f"shipping it loses {risk:,.2f} on average" in headline
+        assert f"shipping it loses ${risk:,.2f} on average" in headline  # in the currency
         assert f"variance reduced by {100 * reduction:.0f}% using pre-period data" in headline
         assert "significantly higher than control" in headline
         # email is not significant once corrected: the verdict says so.
         assert "no significant difference from control" in headline
 
 
-def fmt_ci_text(ci: tuple[float, float] | None) -> str:
+def money(value: float) -> str:
+    """A signed amount in dollars as the report shows one below $100 (Unicode minus)."""
+    return ("+" if value > 0 else "−") + f"${abs(value):,.2f}"
+
+
+def pp(value: float) -> str:
+    """A signed lift in percentage points with one decimal (Unicode minus)."""
+    return ("+" if value > 0 else "−") + f"{abs(100 * value):.1f}"
+
+
+def pct(ci: tuple[float, float] | None) -> str:
     assert ci is not None
-    return f"[{ci[0]:+,.2f}, {ci[1]:+,.2f}]"
+    return f"[{100 * ci[0]:+.1f}%, {100 * ci[1]:+.1f}%]"
 
 
 def p_words(p: float | None) -> str:
@@ -215,20 +221,27 @@ def test_metric_tables_show_both_p_values_chance_to_beat_and_notes() -> None:
     _, raw_p = proportions_ztest([240, 200], [2000, 2000])
     assert email.sequential is not None and email.sequential.abs_ci is not None
     cells = md_row(text, "email", "### card_updated_14d")
+    seq_lo, seq_hi = email.sequential.abs_ci
     assert cells == [
         "email",
         "2,000",
         "12.0%",
-        "+2.00 [+0.06, +3.94] pp",
-        "+20.0% [-1.3%, +41.3%]",
-        f"{fmt_ci_text((100 * email.sequential.abs_ci[0], 100 * email.sequential.abs_ci[1]))} pp",
-        f"{raw_p:.3f}",
+        f"+2.0 pp ({pp(seq_lo)} to {pp(seq_hi)} pp)",  # the headline: always-valid
+        f"+20.0% {pct(email.sequential.rel_ci)}",
         f"{email.p_value_adjusted:.3f}",
         f"{100 * chance_beta(240, 2000, 200, 2000):.1f}%",
-        "no",  # raw p < 0.05, but not after the correction
+        "no",  # raw p < 0.05, but the always-valid CI holds 0
         "+2.00 pp (inside CI)",
     ]
-    assert raw_p < 0.05
+    assert raw_p < 0.05 and seq_lo < 0
+    # The fixed-horizon numbers, labelled, below the table (Wald CI, as statsmodels computes it).
+    lo, hi = confint_proportions_2indep(240, 2000, 200, 2000, method="wald", compare="diff")
+    section = text[text.index("### card_updated_14d") :]
+    assert (
+        f"Fixed-horizon 95% CI (secondary, valid only if read once at a size fixed in advance): email +2.0 pp ({pp(lo)} to {pp(hi)} pp)"
+        in section
+    )
+    assert f"Uncorrected fixed-horizon p (raw): email {raw_p:.3f};" in section
     chi2 = sps.chi2_contingency([[200, 1800], [240, 1760], [300, 1700]]).statistic
     assert f"Do the 3 arms differ at all? chi-square test: chi-square = {chi2:.2f} on 2 df" in text
     units = revenue_units()
@@ -236,7 +249,8 @@ def test_metric_tables_show_both_p_values_chance_to_beat_and_notes() -> None:
     assert f"Welch's ANOVA: F = {welch.statistic:.2f} on 2 df, {p_words(welch.pvalue)}" in text
     assert "† few conversions: Fisher's exact test (email)." in text
     fisher = sps.fisher_exact([[3, 1997], [2, 1998]]).pvalue
-    assert md_row(text, "email", "### unsubscribed_30d")[6] == f"{fisher:.3f} †"
+    guardrail = text[text.index("### unsubscribed_30d") :]
+    assert f"Uncorrected fixed-horizon p (raw): email {fisher:.3f} †;" in guardrail
     page = render_html(report)
     assert "few conversions: Fisher's exact test (email)" in visible(page)
     assert "<th>planted effect</th>" in page and '<th class="num">p (Holm)</th>' in page
@@ -254,10 +268,10 @@ def test_guardrail_increase_reads_as_a_warning_not_a_win() -> None:
     text = render_markdown(report)
     assert "> **Guardrail warning: unsubscribed_30d** is significantly higher in email_sms" in text
     cells = md_row(text, "email_sms", "### unsubscribed_30d")
-    assert cells[9] == "**yes, warning**"
+    assert cells[7] == "**yes, warning**"
     # Lower is better, so the chance to beat is P(T < B) = 1 - P(T > B).
-    assert cells[8] == "< 0.1%"
-    assert md_row(text, "email", "### unsubscribed_30d")[8] == (
+    assert cells[6] == "< 0.1%"
+    assert md_row(text, "email", "### unsubscribed_30d")[6] == (
         f"{100 * (1 - chance_beta(3, 2000, 2, 2000)):.1f}%"
     )
     page = render_html(report)
@@ -292,7 +306,7 @@ def test_survival_section_shows_curves_log_rank_and_rmst() -> None:
     assert sentence in visible(page) and sentence in text
     root = ET.fromstring(page.removeprefix("<!DOCTYPE html>\n"))
     svg = "{http://www.w3.org/2000/svg}"
-    chart = next(s for s in root.iter(f"{svg}svg") if s.get("class") == "km-chart")
+    chart = next(s for s in root.iter(f"{svg}svg") if "km-chart" in (s.get("class") or "").split())
     paths = chart.findall(f"{svg}path")
     assert [p.get("class") for p in paths] == ["km-band"] * 3 + ["km-line"] * 3
     labels = [t.text for t in chart.iter(f"{svg}text")]
@@ -394,7 +408,5 @@ def test_report_without_analysis_summary_renders_the_plain_tables() -> None:
     report = make_report().model_copy(update={"analysis": None})
     text = render_markdown(report)
     assert "always-valid" not in text and "chance to beat" not in text
-    assert (
-        "| arm | n | rate | abs lift (95% CI) | rel lift (95% CI) | p (raw) | significant |" in text
-    )
+    assert "| arm | n | rate | lift (95% CI) | relative | significant |" in text
     ET.fromstring(render_html(report).removeprefix("<!DOCTYPE html>\n"))

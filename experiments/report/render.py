@@ -1,8 +1,8 @@
 """The experiment report rendered for people: Markdown and one self-contained HTML page.
 
-The contract is in :mod:`experiments.report_models`; :func:`experiments.analysis.build_report`
-fills it (both are re-exported here). ``write_report`` writes ``report.json``, ``report.md`` and
-``report.html``. Templates live in ``experiments/report_templates`` and are rendered with jinja2
+The contract is in :mod:`experiments.report.models`; :func:`experiments.analysis.build_report`
+fills it. ``write_report`` writes ``report.json``, ``report.md`` and
+``report.html``. Templates live in ``experiments/report/templates`` and are rendered with jinja2
 (HTML autoescaped); the helpers below turn numbers into the words and SVG geometry they show.
 """
 
@@ -11,25 +11,31 @@ from __future__ import annotations
 import functools
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
 
-from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput, build_report
-from experiments.report_charts import KmChart, KmSeries, km_chart, share_after, survival_checkpoints
-from experiments.report_models import Comparison, MetricReport, Report
+from experiments.report.charts import KmChart, KmSeries, km_chart, share_after, survival_checkpoints
+from experiments.report.direction import (
+    best_arm,
+    excludes_zero,
+    guardrail_warnings,
+    headline_ci,
+    headline_rel_ci,
+    lower_is_better,
+    primary_metric,
+    secondary_ci,
+    tone,
+)
+from experiments.report.lift_chart import ci_bars, lift_chart
+from experiments.report.models import Comparison, LiftOverTime, MetricReport, Report, Verdict
+from experiments.report.numbers import fmt_count, fmt_lift_text, fmt_money, is_money
+from experiments.report.verdict import decide
 
 __all__ = [
-    "LOWER_IS_BETTER",
-    "AnalysisSettings",
     "KmChart",
     "KmSeries",
-    "MetricInput",
-    "Report",
-    "SurvivalInput",
-    "build_report",
     "km_chart",
     "render_html",
     "render_markdown",
@@ -37,9 +43,6 @@ __all__ = [
     "survival_checkpoints",
     "write_report",
 ]
-
-LOWER_IS_BETTER: frozenset[str] = frozenset({"unsubscribed_30d"})
-"""Metrics whose good direction is down; for every other catalogue metric higher is better."""
 
 # --- formatting shared by both renderings -------------------------------------------------------
 
@@ -155,19 +158,6 @@ def planted_note(c: Comparison, kind: str) -> str:
 # --- what the numbers mean ----------------------------------------------------------------------
 
 
-def lower_is_better(metric: MetricReport) -> bool:
-    """Whether a decrease of ``metric`` is the good direction (see :data:`LOWER_IS_BETTER`)."""
-    return metric.name in LOWER_IS_BETTER
-
-
-def tone(metric: MetricReport, c: Comparison) -> str:
-    """``"good"`` or ``"bad"`` for a significant move in the metric's good or bad direction,
-    ``"flat"`` otherwise."""
-    if not c.significant or not c.abs_lift:
-        return "flat"
-    return "bad" if (c.abs_lift > 0) == lower_is_better(metric) else "good"
-
-
 def verdict(c: Comparison, metric: MetricReport | None = None) -> str:
     """A plain-English verdict for one comparison; a move in the bad direction of ``metric``
     (an increase of unsubscribes, say) reads as a warning, never as a win."""
@@ -180,30 +170,6 @@ def verdict(c: Comparison, metric: MetricReport | None = None) -> str:
             return f"warning: {text} ({better} is better)"
         return text
     return f"no significant difference from {c.baseline}"
-
-
-def best_arm(metric: MetricReport) -> Comparison | None:
-    """The comparison with the largest significant move in the metric's good direction."""
-    winners = [c for c in metric.comparisons if tone(metric, c) == "good"]
-    return max(winners, key=lambda c: abs(c.abs_lift or 0), default=None)
-
-
-def guardrail_warnings(report: Report) -> list[tuple[MetricReport, Comparison]]:
-    """Guardrail comparisons that moved significantly in the bad direction."""
-    return [
-        (m, c)
-        for m in report.metrics
-        if m.role == "guardrail"
-        for c in m.comparisons
-        if tone(m, c) == "bad"
-    ]
-
-
-def headline_ci(c: Comparison) -> tuple[float, float] | None:
-    """The absolute CI of the headline method: always-valid for sequential, else fixed."""
-    if c.headline == "sequential":
-        return c.sequential.abs_ci if c.sequential is not None else None
-    return c.abs_ci
 
 
 def ci_name(c: Comparison, alpha: float) -> str:
@@ -280,11 +246,6 @@ def any_planted(metrics: Sequence[MetricReport]) -> bool:
     return any(c.planted_abs_lift is not None for m in metrics for c in m.comparisons)
 
 
-def primary_metric(report: Report) -> MetricReport | None:
-    """The report's primary metric (None only for a hand-made report without one)."""
-    return next((m for m in report.metrics if m.role == "primary"), None)
-
-
 def prior_text(priors: dict[str, float | None]) -> str:
     """The Bayesian priors in words."""
     beta = f"Beta({priors.get('beta_alpha'):g}, {priors.get('beta_beta'):g})"
@@ -297,54 +258,57 @@ def prior_text(priors: dict[str, float | None]) -> str:
     return f"{beta} on each arm's rate for binary metrics, {normal} on the difference otherwise"
 
 
-# --- SVG geometry -------------------------------------------------------------------------------
+# --- the verdict, trust badges and headline-consistent tables ---------------------------------
+
+DECISIONS = {
+    "ship": "Ship",
+    "stop_arm": "Stop arm",
+    "no_difference_yet": "Keep running",
+    "no_difference": "No difference",
+    "hold": "Hold",
+}
+BADGES = {"green": "OK", "amber": "Check", "red": "Problem"}
 
 
-@dataclass(frozen=True)
-class CiBar:
-    """SVG geometry (pixels) of one CI bar on a symmetric axis shared by a metric's comparisons:
-    the fixed CI (thick) and the always-valid CI (thin, wider)."""
-
-    width: int
-    zero: float
-    lo: float | None
-    hi: float | None
-    seq_lo: float | None
-    seq_hi: float | None
-    estimate: float | None
-    planted: float | None
-    tone: str
+def money_unit(report: Report, metric: str) -> str | None:
+    """The currency of ``metric`` when it is money (from the customers' data, USD by default)."""
+    return (report.currency or "USD") if is_money(metric) else None
 
 
-def ci_bars(metric: MetricReport, width: int = 120, pad: int = 8) -> dict[str, CiBar]:
-    """CI bars per compared arm, on an axis symmetric about 0 that fits every CI and estimate."""
-    values = [0.0]
-    for c in metric.comparisons:
-        values += [v for v in (c.abs_lift, c.planted_abs_lift) if v is not None]
-        values += list(c.abs_ci or ())
-        values += list((c.sequential.abs_ci or ()) if c.sequential else ())
-    half = max(abs(v) for v in values) or 1.0
+def metric_mean(value: float | None, kind: str, money: str | None) -> str:
+    """An arm's mean: a percentage, an amount of money or a plain number."""
+    if money is not None and kind != "binary":
+        return fmt_money(value, money)
+    return fmt_mean(value, kind)
 
-    def x(v: float | None) -> float | None:
-        return None if v is None else round(pad + (v + half) / (2 * half) * (width - 2 * pad), 1)
 
-    bars = {}
-    for c in metric.comparisons:
-        lo, hi = c.abs_ci if c.abs_ci is not None else (None, None)
-        seq = c.sequential.abs_ci if c.sequential is not None else None
-        s_lo, s_hi = seq if seq is not None else (None, None)
-        bars[c.arm] = CiBar(
-            width,
-            x(0.0) or 0.0,
-            x(lo),
-            x(hi),
-            x(s_lo),
-            x(s_hi),
-            x(c.abs_lift),
-            x(c.planted_abs_lift),
-            tone(metric, c),
-        )
-    return bars
+def significance(metric: MetricReport, c: Comparison) -> str:
+    """The significance cell, by the headline method after the correction. A headline CI that
+    excludes 0 without significance is explained (the correction for multiple comparisons), never
+    left to contradict the row."""
+    if c.significant:
+        return "yes, warning" if tone(metric, c) == "bad" and metric.role == "guardrail" else "yes"
+    if excludes_zero(headline_ci(c)) and c.correction != "none":
+        return f"no, after the {correction_name(c.correction)} correction"
+    return "no"
+
+
+def timeline_days(timeline: LiftOverTime, most: int = 12) -> list[int]:
+    """The days the Markdown table lists: at most ``most``, evenly spread, always the last."""
+    days = sorted({p.day for s in timeline.arms for p in s.points})
+    if len(days) <= most:
+        return days
+    step = (len(days) - 1) / (most - 1)
+    return sorted({days[round(i * step)] for i in range(most)})
+
+
+def fence(text: str) -> str:
+    """A Markdown code fence longer than any run of backticks in ``text``."""
+    longest = run = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -371,7 +335,7 @@ def _smd(value: float | None) -> str:
 @functools.cache
 def _environment(autoescape: bool) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("experiments", "report_templates"),
+        loader=jinja2.PackageLoader("experiments.report", "templates"),
         autoescape=autoescape,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -391,7 +355,20 @@ def _environment(autoescape: bool) -> jinja2.Environment:
         when=_when,
     )
     env.globals.update(
-        lift_ci=fmt_lift_ci,
+        lift_ci=fmt_lift_text,
+        timeline_days=timeline_days,
+        fence=fence,
+        old_lift_ci=fmt_lift_ci,
+        headline_rel_ci=headline_rel_ci,
+        secondary_ci=secondary_ci,
+        money_unit=money_unit,
+        metric_mean=metric_mean,
+        significance=significance,
+        decisions=DECISIONS,
+        badges=BADGES,
+        lift_chart=lift_chart,
+        fmt_count=fmt_count,
+        fmt_money=fmt_money,
         rel_ci=fmt_rel_ci,
         verdict=verdict,
         tone=tone,
@@ -422,9 +399,19 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     return env
 
 
+def verdict_of(report: Report) -> Verdict | None:
+    """The report's verdict; one without planning facts for a report built without them (``retain
+    analyze``, a hand-made report)."""
+    if report.verdict is not None or primary_metric(report) is None:
+        return report.verdict
+    return decide(
+        report, mde=None, power=0.8, inflow_per_day=None, currency=report.currency or "USD"
+    )
+
+
 def _render(template: str, report: Report, autoescape: bool) -> str:
     tpl = _environment(autoescape).get_template(template)
-    return tpl.render(report=report, primary=primary_metric(report))
+    return tpl.render(report=report, primary=primary_metric(report), verdict_=verdict_of(report))
 
 
 def render_markdown(report: Report) -> str:

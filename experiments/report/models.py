@@ -163,6 +163,138 @@ class BalanceRow(_Model):
     flagged: bool
 
 
+Badge = Literal["green", "amber", "red"]
+TrustCheckKind = Literal[
+    "srm", "srm_stratum", "balance", "sample_size", "immature", "cuped", "auto_stop", "freshness"
+]
+Decision = Literal["ship", "stop_arm", "no_difference_yet", "no_difference", "hold"]
+
+
+class Verdict(_Model):
+    """What to do, in plain language, by the headline method (``method``): ship an arm, stop an
+    arm for guardrail harm, wait (with how many more customers and days), or hold (the data cannot
+    be trusted). ``text`` is the sentence people read; the other fields are its numbers."""
+
+    decision: Decision
+    text: str
+    arm: str | None
+    metric: str
+    method: Literal["fixed", "sequential"]
+    abs_lift: float | None
+    ci: Interval | None
+    per_10k: float | None
+    money_metric: str | None
+    money_per_month: float | None
+    currency: str
+    inflow_per_day: float | None
+    mde: float | None
+    n_needed_per_arm: int | None
+    more_per_arm: int | None
+    days_needed: float | None
+    stop_arms: list[str] = []
+
+
+class TrustCheck(_Model):
+    """One trust check as a badge: green (fine), amber (read with care) or red (do not act)."""
+
+    check: TrustCheckKind
+    status: Badge
+    title: str
+    detail: str
+
+
+class StratumSrm(_Model):
+    """The sample-ratio check within one stratum (experiments stratified by ``stratify_by``)."""
+
+    stratum: str
+    counts: dict[str, int]
+    p_value: float | None
+    ok: bool
+
+
+class AutoStopDecision(_Model):
+    """An automatic stop of an arm or of the experiment, as recorded by the scheduler."""
+
+    decided_at: str
+    arm: str | None
+    action: str
+    reason: str
+
+
+class Trust(_Model):
+    """Can the numbers be trusted? The badges, and the facts behind them."""
+
+    checks: list[TrustCheck]
+    srm_strata: list[StratumSrm] = []
+    auto_stops: list[AutoStopDecision] = []
+    last_import_at: str | None = None
+    assigned: int = 0
+    not_yet_counted: dict[str, int] = {}
+
+
+class LiftPoint(_Model):
+    """The lift as the report would have shown it ``day`` days after the first assignment."""
+
+    day: int
+    n: int
+    n_baseline: int
+    abs_lift: float | None
+    ci: Interval | None
+
+
+class LiftSeriesArm(_Model):
+    arm: str
+    points: list[LiftPoint]
+
+
+class LiftOverTime(_Model):
+    """The primary metric's lift and always-valid CI by day since the first assignment (without
+    CUPED: the daily points use the plain sufficient statistics)."""
+
+    metric: str
+    kind: MetricKind
+    method: str
+    started_at: str | None
+    arms: list[LiftSeriesArm]
+
+
+class FunnelArm(_Model):
+    """Customers of one arm at each stage. ``None``: this arm has no records for the stage (the
+    control arm, before "would have sent" records exist; delivery stages before delivery events)."""
+
+    arm: str
+    assigned: int
+    eligible: int | None
+    sent: int | None
+    delivered: int | None
+    engaged: int | None
+    counted: int
+    converted: float | None
+    counted_sent: int | None = None
+    converted_sent: float | None = None
+
+
+class Funnel(_Model):
+    """assigned -> eligible -> sent -> delivered -> opened/clicked -> converted, per arm.
+    ``converted`` is intent-to-treat (every counted customer of the arm, the headline);
+    ``converted_sent`` is per-protocol (only customers sent a message)."""
+
+    metric: str
+    kind: MetricKind
+    arms: list[FunnelArm]
+    delivery_events: bool
+
+
+class Provenance(_Model):
+    """Where the numbers come from: the spec as run, its hash, the data's cut-off, the software."""
+
+    spec_yaml: str | None
+    spec_hash: str | None
+    owner: str | None
+    data_cutoff: str
+    retain_version: str
+
+
 class Report(_Model):
     experiment: str
     hypothesis: str
@@ -176,3 +308,9 @@ class Report(_Model):
     analysis: AnalysisSummary | None = None
     survival: SurvivalReport | None = None
     balance: list[BalanceRow] | None = None
+    verdict: Verdict | None = None
+    trust: Trust | None = None
+    lift_over_time: LiftOverTime | None = None
+    funnel: Funnel | None = None
+    provenance: Provenance | None = None
+    currency: str | None = None

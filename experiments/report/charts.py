@@ -7,10 +7,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from experiments.report_models import SurvivalArm, SurvivalReport
-
-_BASELINE_COLOR = "#52606d"
-_ARM_COLORS = ("#2563eb", "#d97706", "#059669", "#c026d3", "#dc2626", "#0891b2")
+from experiments.report.lift_chart import ARM_COLORS as _ARM_COLORS
+from experiments.report.lift_chart import BASELINE_COLOR as _BASELINE_COLOR
+from experiments.report.models import SurvivalArm, SurvivalReport
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,282 @@
+"""Trust checks: can the numbers be acted on? Each is a green, amber or red badge with one line on
+why: sample ratio (overall and per stratum), covariate balance, enough data for the planned MDE,
+customers not yet counted, CUPED, automatic stops and the data's freshness."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from experiments.report.direction import primary_metric
+from experiments.report.models import (
+    AutoStopDecision,
+    Badge,
+    Report,
+    StratumSrm,
+    Trust,
+    TrustCheck,
+)
+from experiments.report.numbers import fmt_count
+
+SRM_RED = 0.001  # the report's SRM threshold (``srm.ok``)
+SRM_AMBER = 0.01
+SMD_RED = 0.25  # balance rows above 0.1 are flagged; far above, the comparison is suspect
+FRESH = timedelta(hours=36)
+STALE = timedelta(days=3)
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "no p-value"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
+def _srm_badge(p_value: float | None) -> Badge:
+    if p_value is None:
+        return "amber"
+    if p_value < SRM_RED:
+        return "red"
+    return "amber" if p_value < SRM_AMBER else "green"
+
+
+def srm_checks(report: Report, strata: Sequence[StratumSrm]) -> list[TrustCheck]:
+    """The overall sample-ratio check, then one per stratum."""
+    sizes = ", ".join(f"{a.name} {fmt_count(a.n)}" for a in report.arms)
+    badge = _srm_badge(report.srm.p_value)
+    explain = {
+        "green": "arm sizes match the planned split",
+        "amber": "arm sizes are a little off the planned split; watch it",
+        "red": "arm sizes do not match the planned split: assignment or data is broken",
+    }[badge]
+    checks = [
+        TrustCheck(
+            check="srm",
+            status=badge,
+            title="Sample ratio",
+            detail=f"{explain} ({sizes}; chi-square {_p(report.srm.p_value)}).",
+        )
+    ]
+    for s in strata:
+        b = "red" if not s.ok else _srm_badge(s.p_value)
+        counts = ", ".join(f"{arm} {fmt_count(n)}" for arm, n in s.counts.items())
+        checks.append(
+            TrustCheck(
+                check="srm_stratum",
+                status=b,
+                title=f"Sample ratio in {s.stratum}",
+                detail=f"{counts}; {_p(s.p_value)}.",
+            )
+        )
+    return checks
+
+
+def balance_check(report: Report) -> TrustCheck:
+    if not report.balance:
+        return TrustCheck(
+            check="balance",
+            status="amber",
+            title="Covariate balance",
+            detail="not computed: some arm has no customers yet, or no covariates were measured.",
+        )
+    worst = max(
+        ((abs(v), row.covariate) for row in report.balance for v in row.smd.values() if v),
+        default=(0.0, ""),
+    )
+    flagged = [row.covariate for row in report.balance if row.flagged]
+    if not flagged:
+        detail = f"the arms were alike before the experiment (largest |SMD| {worst[0]:.2f})."
+        return TrustCheck(check="balance", status="green", title="Covariate balance", detail=detail)
+    status: Badge = "red" if worst[0] > SMD_RED else "amber"
+    return TrustCheck(
+        check="balance",
+        status=status,
+        title="Covariate balance",
+        detail=f"arms differ before the experiment on {', '.join(flagged)} "
+        f"(largest |SMD| {worst[0]:.2f} on {worst[1]}).",
+    )
+
+
+def sample_size_check(report: Report, mde_text: str | None, n_needed: int | None) -> TrustCheck:
+    primary = primary_metric(report)
+    smallest = min((a.n for a in primary.arms), default=0) if primary else 0
+    title = "Enough data for the MDE"
+    if mde_text is None:
+        return TrustCheck(
+            check="sample_size",
+            status="amber",
+            title=title,
+            detail="no planned MDE (analysis.mde), so there is no target sample size.",
+        )
+    if n_needed is None:
+        return TrustCheck(
+            check="sample_size",
+            status="amber",
+            title=title,
+            detail=f"the sample needed for an MDE of {mde_text} cannot be computed from this baseline.",
+        )
+    if smallest >= n_needed:
+        return TrustCheck(
+            check="sample_size",
+            status="green",
+            title=title,
+            detail=f"every arm has the {fmt_count(n_needed)} counted customers needed to detect "
+            f"{mde_text}.",
+        )
+    return TrustCheck(
+        check="sample_size",
+        status="amber",
+        title=title,
+        detail=f"the smallest arm has {fmt_count(smallest)} of the {fmt_count(n_needed)} counted "
+        f"customers needed to detect {mde_text}: a null result is not yet evidence of no effect.",
+    )
+
+
+def not_yet_counted(report: Report, assigned: int) -> dict[str, int]:
+    """Per metric, assigned customers whose window has not ended yet."""
+    return {m.name: max(0, assigned - sum(a.n for a in m.arms)) for m in report.metrics}
+
+
+def immature_check(report: Report, assigned: int, pending: Mapping[str, int]) -> TrustCheck:
+    primary = primary_metric(report)
+    title = "Customers counted"
+    if primary is None or assigned == 0:
+        return TrustCheck(
+            check="immature", status="red", title=title, detail="nobody is assigned yet."
+        )
+    waiting = pending.get(primary.name, 0)
+    counted = assigned - waiting
+    if counted == 0:
+        return TrustCheck(
+            check="immature",
+            status="red",
+            title=title,
+            detail=f"none of the {fmt_count(assigned)} assigned customers is counted yet on "
+            f"{primary.name}: its window has not ended for anyone.",
+        )
+    if waiting:
+        return TrustCheck(
+            check="immature",
+            status="amber",
+            title=title,
+            detail=f"{fmt_count(waiting)} of {fmt_count(assigned)} assigned customers are not "
+            f"counted yet on {primary.name}: their window has not ended.",
+        )
+    return TrustCheck(
+        check="immature",
+        status="green",
+        title=title,
+        detail=f"all {fmt_count(assigned)} assigned customers are counted on {primary.name}.",
+    )
+
+
+_CUPED_WHY = {
+    "no_covariate_variance": "the pre-period value is the same for everyone",
+    "n_too_small": "too few customers to estimate the adjustment",
+    "zero_outcome_variance": "the metric has no spread to reduce",
+}
+
+
+def cuped_check(report: Report) -> TrustCheck:
+    title = "CUPED variance reduction"
+    primary = primary_metric(report)
+    if report.analysis is None or not report.analysis.cuped or primary is None:
+        return TrustCheck(
+            check="cuped",
+            status="amber",
+            title=title,
+            detail="off (analysis.cuped: false): intervals are wider than pre-period data could make them.",
+        )
+    cuped = [c.cuped for c in primary.comparisons if c.cuped is not None]
+    applied = [c for c in cuped if c.applied and c.variance_reduction is not None]
+    if applied:
+        share = max(c.variance_reduction or 0.0 for c in applied)
+        return TrustCheck(
+            check="cuped",
+            status="green",
+            title=title,
+            detail=f"applied on {primary.name}: the pre-period value removes {100 * share:.0f}% "
+            f"of the variance.",
+        )
+    if not cuped:
+        why = "no pre-period data for this metric"
+    else:
+        status = cuped[0].status
+        why = _CUPED_WHY.get(status, "the pre-period value removes less than 1% of the variance")
+    return TrustCheck(
+        check="cuped",
+        status="green",
+        title=title,
+        detail=f"not applied on {primary.name}: {why}, so the plain test is used.",
+    )
+
+
+def auto_stop_check(stops: Sequence[AutoStopDecision]) -> TrustCheck:
+    title = "Automatic stops"
+    if not stops:
+        return TrustCheck(
+            check="auto_stop",
+            status="green",
+            title=title,
+            detail="no automatic stop decision recorded.",
+        )
+    last = stops[-1]
+    who = last.arm or "the experiment"
+    return TrustCheck(
+        check="auto_stop",
+        status="amber",
+        title=title,
+        detail=f"{len(stops)} recorded; latest: {last.action} {who} ({last.reason}).",
+    )
+
+
+def freshness_check(as_of: datetime, last_import_at: datetime | None) -> TrustCheck:
+    title = "Data freshness"
+    if last_import_at is None:
+        return TrustCheck(
+            check="freshness",
+            status="amber",
+            title=title,
+            detail="no import or sync recorded, so how current the customer data is is unknown.",
+        )
+    lag = as_of - last_import_at
+    hours = max(0.0, lag.total_seconds() / 3600)
+    status: Badge = "green" if lag <= FRESH else "amber" if lag <= STALE else "red"
+    when = f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days"
+    return TrustCheck(
+        check="freshness",
+        status=status,
+        title=title,
+        detail=f"last import or sync {when} before the data cut-off.",
+    )
+
+
+def trust(
+    report: Report,
+    *,
+    as_of: datetime,
+    assigned: int,
+    mde_text: str | None,
+    n_needed: int | None,
+    strata: Sequence[StratumSrm] = (),
+    stops: Sequence[AutoStopDecision] = (),
+    last_import_at: datetime | None = None,
+) -> Trust:
+    """Every trust check of ``report``, in reading order."""
+    pending = not_yet_counted(report, assigned)
+    checks = [
+        *srm_checks(report, strata),
+        balance_check(report),
+        sample_size_check(report, mde_text, n_needed),
+        immature_check(report, assigned, pending),
+        cuped_check(report),
+        auto_stop_check(stops),
+        freshness_check(as_of, last_import_at),
+    ]
+    return Trust(
+        checks=checks,
+        srm_strata=list(strata),
+        auto_stops=list(stops),
+        last_import_at=None if last_import_at is None else last_import_at.isoformat(),
+        assigned=assigned,
+        not_yet_counted=pending,
+    )
