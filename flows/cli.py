@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -76,6 +77,8 @@ def _validate_or_exit(paths: list[Path]) -> None:
     except SpecError as error:
         for problem in error.problems:
             errors.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
+            for line in problem.context:  # a rule with a caret under the mistake
+                errors.print(f"    {escape(line)}", highlight=False, soft_wrap=True, markup=True)
         raise typer.Exit(code=2) from None
 
 

@@ -19,6 +19,7 @@ or arithmetic involving a null is false (SQL's unknown, coalesced to false under
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -42,10 +43,13 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement, Select, Subquery
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeEngine
 from sqlmodel.sql.sqltypes import UTCDateTime
 
+from experiments.rule_ast import GRACE_PERIOD_DAYS
 from experiments.rules import (
     FIELDS,
     And,
@@ -63,6 +67,7 @@ from experiments.rules import (
 )
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
 from models.records import Assignment
+from models.risk_tables import RiskScore
 from models.sqltime import days_between
 
 _customers: Table = Customer.__table__  # type: ignore[attr-defined]
@@ -71,9 +76,27 @@ _invoices: Table = Invoice.__table__  # type: ignore[attr-defined]
 _cards: Table = PaymentMethod.__table__  # type: ignore[attr-defined]
 _activity: Table = ActivityEvent.__table__  # type: ignore[attr-defined]
 _assignments: Table = Assignment.__table__  # type: ignore[attr-defined]
+_scores: Table = RiskScore.__table__  # type: ignore[attr-defined]
 
 _ACTIVE_KINDS = ("login", "feature_use")
 _UNPAID_STATUSES = ("failed", "open")
+_INTERVAL_RANK = {"month": 1, "quarter": 2, "year": 3}
+
+
+def grace_period_days() -> float:
+    """The dunning grace period: ``RETAIN_GRACE_PERIOD_DAYS`` or :data:`GRACE_PERIOD_DAYS`."""
+    raw = os.environ.get("RETAIN_GRACE_PERIOD_DAYS", "").strip()
+    if not raw:
+        return GRACE_PERIOD_DAYS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3650:
+        raise ValueError(
+            f"RETAIN_GRACE_PERIOD_DAYS must be a number of days from 0 to 3650, not {raw!r}"
+        )
+    return value
 
 
 class _Sources:
@@ -113,6 +136,10 @@ class _Sources:
         return self._once("invoices", self._unpaid_invoices)
 
     @property
+    def scores(self) -> Subquery:
+        return self._once("scores", self._latest_score)
+
+    @property
     def recent(self) -> Subquery:
         return self._once("recent", self._recent_activity)
 
@@ -139,8 +166,13 @@ class _Sources:
     def _current_subscription(self) -> Subquery:
         s = _subscriptions
         columns = ("status", "plan", "billing_interval", "mrr_cents", "current_period_end")
+        history = ("plan_changed_at", "previous_mrr_cents", "previous_billing_interval")
         where = s.c.started_at <= self.at()
-        return self._latest(s, "started_at", where, *columns, "plan_changed_at")
+        return self._latest(s, "started_at", where, *columns, *history)
+
+    def _latest_score(self) -> Subquery:
+        r = _scores
+        return self._latest(r, "as_of", r.c.as_of <= self.at(), "churn_risk", "decile")
 
     def _default_card(self) -> Subquery:
         p = _cards
@@ -149,14 +181,20 @@ class _Sources:
 
     def _unpaid_invoices(self) -> Subquery:
         i = _invoices
+        unpaid = and_(
+            i.c.status.in_(_UNPAID_STATUSES),
+            or_(i.c.paid_at.is_(None), i.c.paid_at >= self.at()),
+        )
+        recent = i.c.due_at >= self.at(30)
+        first_charge_failed = and_(recent, or_(i.c.status == "failed", i.c.attempts > 1))
         return (
-            select(i.c.customer_id, func.count().label("failed_invoices"))
-            .where(
-                i.c.status.in_(_UNPAID_STATUSES),
-                i.c.due_at < self.at(),
-                or_(i.c.paid_at.is_(None), i.c.paid_at >= self.at()),
-                self._only_wanted(i),
+            select(
+                i.c.customer_id,
+                func.sum(case((unpaid, 1), else_=0)).label("failed_invoices"),
+                func.min(case((unpaid, i.c.due_at), else_=None)).label("oldest_unpaid_due"),
+                func.sum(case((first_charge_failed, 1), else_=0)).label("failed_payments_30d"),
             )
+            .where(i.c.due_at < self.at(), or_(unpaid, recent), self._only_wanted(i))
             .group_by(i.c.customer_id)
             .subquery("unpaid_invoices")
         )
@@ -191,14 +229,16 @@ class _Sources:
     def _activity_history(self) -> Subquery:
         a = _activity
         active = a.c.kind.in_(_ACTIVE_KINDS)
-        onboarded = and_(a.c.kind == "milestone", a.c.name == "onboarding_completed")
+        milestone = a.c.kind == "milestone"
+        onboarded = and_(milestone, a.c.name == "onboarding_completed")
         return (
             select(
                 a.c.customer_id,
                 func.max(case((active, a.c.occurred_at))).label("last_active_at"),
                 func.max(case((onboarded, 1), else_=0)).label("onboarded"),
+                func.count(case((milestone, a.c.name)).distinct()).label("milestones"),
             )
-            .where(a.c.occurred_at < self.at(), or_(active, onboarded), self._only_wanted(a))
+            .where(a.c.occurred_at < self.at(), or_(active, milestone), self._only_wanted(a))
             .group_by(a.c.customer_id)
             .subquery("activity_history")
         )
@@ -207,6 +247,38 @@ class _Sources:
 def _plan_change_days(s: _Sources) -> ColumnElement[Any]:
     changed_at = s.subscription.c.plan_changed_at
     return case((changed_at < s.at(), days_between(s.at(), changed_at)), else_=None)
+
+
+def _days_past_due(s: _Sources) -> ColumnElement[Any]:
+    return days_between(s.at(), s.invoices.c.oldest_unpaid_due)
+
+
+def _rank(interval: ColumnElement[Any]) -> ColumnElement[Any]:
+    return case(*((interval == name, rank) for name, rank in _INTERVAL_RANK.items()), else_=None)
+
+
+def _downgraded(s: _Sources) -> ColumnElement[Any]:
+    sub = s.subscription.c
+    changed = and_(sub.plan_changed_at < s.at(), sub.plan_changed_at >= s.at(90))
+    return func.coalesce(and_(changed, sub.previous_mrr_cents > sub.mrr_cents), false())
+
+
+def _shortened(s: _Sources) -> ColumnElement[Any]:
+    sub = s.subscription.c
+    shorter = _rank(sub.previous_billing_interval) > _rank(sub.billing_interval)
+    return func.coalesce(and_(sub.plan_changed_at < s.at(), shorter), false())
+
+
+def _contract_ends(s: _Sources) -> ColumnElement[Any]:
+    sub = s.subscription.c
+    term = and_(sub.billing_interval.in_(("quarter", "year")), sub.status != "canceled")
+    return case((term, days_between(sub.current_period_end, s.at())), else_=None)
+
+
+def _usage_trend(s: _Sources) -> ColumnElement[Any]:
+    last = cast(func.coalesce(s.recent.c.usage_last_14d, 0), Float)
+    prior = cast(s.recent.c.usage_prior_14d, Float)
+    return last / func.nullif(prior, 0.0, type_=Float)
 
 
 _c = _customers.c
@@ -227,11 +299,23 @@ _FEATURES: dict[str, Callable[[_Sources], ColumnElement[Any]]] = {
     "subscription.days_since_plan_change": _plan_change_days,
     "card_expires_in_days": lambda s: days_between(s.card.c.expires_on, s.at()),
     "failed_invoices": lambda s: func.coalesce(s.invoices.c.failed_invoices, 0),
+    "failed_payments_30d": lambda s: func.coalesce(s.invoices.c.failed_payments_30d, 0),
+    "invoice_past_due": lambda s: func.coalesce(s.invoices.c.failed_invoices, 0) > 0,
+    "days_past_due": _days_past_due,
+    "in_grace_period": lambda s: func.coalesce(_days_past_due(s) <= grace_period_days(), false()),
+    "paused": lambda s: func.coalesce(s.subscription.c.status == "paused", false()),
+    "downgraded_90d": _downgraded,
+    "billing_interval_shortened": _shortened,
+    "contract_ends_in_days": _contract_ends,
     "usage_last_14d": lambda s: func.coalesce(s.recent.c.usage_last_14d, 0),
     "usage_prior_14d": lambda s: func.coalesce(s.recent.c.usage_prior_14d, 0),
+    "usage_trend": _usage_trend,
     "days_since_last_active": lambda s: days_between(s.at(), s.history.c.last_active_at),
     "onboarding_completed": lambda s: func.coalesce(s.history.c.onboarded, 0) > 0,
+    "milestones_completed": lambda s: func.coalesce(s.history.c.milestones, 0),
     "support_tickets_30d": lambda s: func.coalesce(s.recent.c.support_tickets_30d, 0),
+    "churn_risk": lambda s: s.scores.c.churn_risk,
+    "churn_risk_decile": lambda s: s.scores.c.decile,
 }
 assert set(_FEATURES) == set(FIELDS), "every rule field needs a SQL definition"
 
@@ -270,9 +354,9 @@ def compile_rule(rule: Rule, features: Subquery) -> ColumnElement[bool]:
     """The rule as a SQL condition over a :func:`customer_features` subquery (literals bound)."""
     match rule:
         case And(items):
-            return and_(*(compile_rule(item, features) for item in items))
+            return _balanced(and_, [compile_rule(item, features) for item in items])
         case Or(items):
-            return or_(*(compile_rule(item, features) for item in items))
+            return _balanced(or_, [compile_rule(item, features) for item in items])
         case Not(item):
             # two-valued logic: an unknown (null) condition counts as false before negation
             return not_(func.coalesce(compile_rule(item, features), false()))
@@ -289,6 +373,34 @@ def compile_rule(rule: Rule, features: Subquery) -> ColumnElement[bool]:
         case Literal_(bool() as value):
             return true() if value else false()
     raise ValueError(f"not a condition: {rule!r}")
+
+
+class _Parens(FunctionElement[bool]):
+    """A parenthesised condition that SQLAlchemy does not flatten into an enclosing AND/OR."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(_Parens)
+def _compile_parens(element: _Parens, compiler: Any, **kw: Any) -> str:
+    (inner,) = list(element.clauses)
+    return f"({compiler.process(inner, **kw)})"
+
+
+_FLAT = 16  # SQLite parses `a OR b OR c ...` into a tree as deep as the chain (limit 1000)
+
+
+def _balanced(
+    join: Callable[..., ColumnElement[bool]], items: list[ColumnElement[bool]]
+) -> ColumnElement[bool]:
+    """``join(*items)`` as a balanced tree of parenthesised groups, so the expression depth the
+    database sees grows with log(len(items)), not with the number of terms."""
+    if len(items) <= _FLAT:
+        return join(*items)
+    middle = len(items) // 2
+    halves = (_balanced(join, items[:middle]), _balanced(join, items[middle:]))
+    return join(*(_Parens(half) for half in halves))
 
 
 _COMPARISONS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
@@ -308,18 +420,32 @@ def _value(node: Rule, features: Subquery) -> ColumnElement[Any]:
         case Literal_(value) if value is not None:
             return literal(value, _literal_type(value))
         case Neg(operand):
-            return -_value(operand, features)
+            return -_number(operand, features)
         case BinOp("/", left, right):
             # true division on both databases; x / 0 is null (PostgreSQL would raise)
-            numerator = cast(_value(left, features), Float)
-            return numerator / func.nullif(cast(_value(right, features), Float), 0.0, type_=Float)
+            numerator = _number(left, features)
+            return numerator / func.nullif(_number(right, features), 0.0, type_=Float)
         case BinOp("+", left, right):
-            return _value(left, features) + _value(right, features)
+            return _number(left, features) + _number(right, features)
         case BinOp("-", left, right):
-            return _value(left, features) - _value(right, features)
+            return _number(left, features) - _number(right, features)
         case BinOp("*", left, right):
-            return _value(left, features) * _value(right, features)
+            return _number(left, features) * _number(right, features)
     raise ValueError(f"not a value: {node!r}")
+
+
+def _number(node: Rule, features: Subquery) -> ColumnElement[Any]:
+    """An arithmetic operand in double precision: SQLite and PostgreSQL then compute the same
+    thing (integer arithmetic overflows differently on each); the parser bounds the range."""
+    if isinstance(node, Literal_) and isinstance(node.value, int | float):
+        return literal(float(node.value), Float())
+    if isinstance(node, FieldRef | Neg | BinOp):
+        return (
+            cast(_value(node, features), Float)
+            if isinstance(node, FieldRef)
+            else _value(node, features)
+        )
+    raise ValueError(f"not a number: {node!r}")
 
 
 def _literal_type(value: int | float | str | bool) -> TypeEngine[Any]:

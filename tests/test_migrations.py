@@ -9,7 +9,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 import models.customer_data
-import models.records  # noqa: F401
+import models.records
+import models.risk_tables  # noqa: F401
 from models.migrate import current_revision, head_revision, is_up_to_date, upgrade
 
 

@@ -6,7 +6,8 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import models.customer_data
-import models.records  # noqa: F401  (register the tables on SQLModel.metadata)
+import models.records
+import models.risk_tables  # noqa: F401
 from models.db import make_engine
 
 target_metadata = SQLModel.metadata
