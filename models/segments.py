@@ -34,6 +34,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    exists,
     false,
     func,
     literal,
@@ -175,8 +176,16 @@ class _Sources:
         return self._latest(r, "as_of", r.c.as_of <= self.at(), "churn_risk", "decile")
 
     def _default_card(self) -> Subquery:
-        p = _cards
-        where = and_(p.c.is_default.is_(true()), p.c.created_at <= self.at())
+        # The default flag is today's: a card replaced after as_of was the default then (only a
+        # card that is still default, or was superseded by a default card added after as_of).
+        p, later = _cards, _cards.alias("later_card")
+        superseded_later = exists().where(
+            later.c.customer_id == p.c.customer_id,
+            later.c.is_default.is_(true()),
+            later.c.created_at > self.at(),
+        )
+        default_then = or_(p.c.is_default.is_(true()), superseded_later)
+        where = and_(default_then, p.c.created_at <= self.at())
         return self._latest(p, "created_at", where, "expires_on")
 
     def _unpaid_invoices(self) -> Subquery:

@@ -177,6 +177,9 @@ def build_data() -> Data:
     d.card(205, 4, date(2026, 1, 31), datetime(2024, 1, 15, tzinfo=UTC), default=True)
     d.card(206, 4, date(2028, 5, 31), datetime(2023, 1, 1, tzinfo=UTC), default=True)  # older
     d.card(207, 5, date(2027, 1, 31), datetime(2026, 2, 25, tzinfo=UTC), default=False)
+    # 7: the card on file at AS_OF was replaced after it (the default flag is today's)
+    d.card(208, 7, date(2026, 3, 31), datetime(2026, 1, 1, tzinfo=UTC), default=False)
+    d.card(209, 7, date(2029, 3, 31), AS_OF + 2 * DAY, default=True)
 
     d.invoice(2, "failed", AS_OF - 5 * DAY)
     d.invoice(2, "open", AS_OF - SECOND)
@@ -259,11 +262,16 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
             [s for s in d.subscriptions if s.customer_id == c.id and s.started_at <= as_of],
             lambda s: s.started_at,
         )
+        replaced_later = any(
+            p.customer_id == c.id and p.is_default and p.created_at > as_of for p in d.cards
+        )
         card = latest(
             [
                 p
                 for p in d.cards
-                if p.customer_id == c.id and p.is_default and p.created_at <= as_of
+                if p.customer_id == c.id
+                and (p.is_default or replaced_later)
+                and p.created_at <= as_of
             ],
             lambda p: p.created_at,
         )
@@ -447,6 +455,7 @@ def test_features_of_note(engine: Engine, data: Data) -> None:
     assert rows[2]["card_expires_in_days"] == pytest.approx(8.5)  # the later card is not yet there
     assert rows[4]["card_expires_in_days"] == pytest.approx(-29.5)  # expired; newest default card
     assert rows[5]["card_expires_in_days"] is None  # no default card
+    assert rows[7]["card_expires_in_days"] == pytest.approx(29.5)  # default then, replaced since
     assert rows[1]["days_since_last_active"] == pytest.approx(1.0)
     assert rows[7]["days_since_last_active"] is None  # only activity after AS_OF
     assert rows[1]["onboarding_completed"] is True and rows[2]["onboarding_completed"] is False
@@ -561,10 +570,10 @@ def test_rule_selects_what_the_reference_evaluator_selects(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('card_expires_in_days <= 30 and subscription.status == "active"', [1]),
+        ('card_expires_in_days <= 30 and subscription.status == "active"', [1, 7]),
         (RULES[1], [2]),
         ("tenure_days <= 21 and not onboarding_completed", [7]),
-        ("not (card_expires_in_days <= 30)", [3, 5, 7]),  # no card: the comparison is false
+        ("not (card_expires_in_days <= 30)", [3, 5]),  # no card: the comparison is false
         ("usage_last_14d / usage_prior_14d == 0.5", [4]),  # 1 / 2, not integer division
         ('subscription.status not in ["active", "trialing"]', [2, 4]),  # null status: false
     ],
