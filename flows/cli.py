@@ -350,5 +350,11 @@ def analyze(
     )
 
 
+from flows.cli_selection import risk_app, segment  # noqa: E402  (needs the helpers above)
+
+app.add_typer(risk_app, name="risk")
+app.command()(segment)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -80,7 +80,8 @@ def test_design_handles_blanks_levels_and_redundant_columns() -> None:
     assert matrix.shape == (50, len(design.names))
     assert np.allclose(matrix.mean(axis=0), 0) and np.allclose(matrix.std(axis=0), 1)
     new = pd.DataFrame({"age": [np.nan], "plan": ["never seen"], "rare": ["y"]})  # no twice_age
-    row = dict(zip(design.names, design_matrix(design, new)[0] * design.scales + design.means))
+    values = design_matrix(design, new)[0] * np.array(design.scales) + np.array(design.means)
+    row = dict(zip(design.names, values, strict=True))
     assert row["age"] == pytest.approx(3.0) and row["age missing"] == pytest.approx(1.0)
     assert row["plan=b"] == pytest.approx(0) and row["plan=(missing)"] == pytest.approx(0)
     assert row["rare=(other)"] == pytest.approx(1.0)  # unseen plan: the reference; rare: other
