@@ -36,23 +36,16 @@ arithmetic result or list test involving a null is **false** (and ``not`` of it 
 ``card_expires_in_days <= 30`` never selects a customer without a card, while
 ``not (card_expires_in_days <= 30)`` does. Division by zero gives null.
 
-Limits (:data:`LIMITS`), so that whatever parses also runs on SQLite and PostgreSQL: at most
-30,000 tokens, 32 levels of nesting, 1,000 conditions, 100 arithmetic operators and 10,000 list
-values in one rule; numbers written in a rule are at most 1e15 in size (and nonzero ones at least
-1e-9). Arithmetic is done in double precision; assuming every numeric field lies within ±1e12
-(nonzero values at least 1e-12 in size), a rule whose arithmetic could leave ±1e300 (or shrink a
-nonzero product below 1e-300) is rejected, so neither database can overflow.
+Limits (:data:`LIMITS`, listed in the README) keep whatever parses runnable on SQLite and
+PostgreSQL alike: tokens, nesting, conditions, arithmetic operators, list values, the size of
+numbers and the range arithmetic could reach (checked from bounds on every field).
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 from experiments.rule_ast import (
-    _SEE_FIELDS,
     FIELDS,
     LIMITS,
     And,
@@ -75,29 +68,14 @@ from experiments.rule_ast import (
     to_text,
 )
 from experiments.rule_tokens import Token, tokenize
+from experiments.rule_typing import FIELD_SMALLEST as _FIELD_SMALLEST
+from experiments.rule_typing import KIND_NAMES as _KIND_NAMES
+from experiments.rule_typing import QUANTUM as _QUANTUM
+from experiments.rule_typing import Kind as _Kind
+from experiments.rule_typing import Typed as _Typed
+from experiments.rule_typing import arithmetic_bounds, suggest, unit_mismatch
 
-_Kind = Literal["number", "string", "bool", "null", "condition"]
-_KIND_NAMES = {
-    "number": "a number",
-    "string": "text",
-    "bool": "true/false",
-    "null": "null",
-    "condition": "a condition",
-}
 _COMPARE_OPS = ("==", "!=", "<", "<=", ">", ">=")
-_QUANTUM = 2.0**-53  # a sum of doubles at least m in size is a multiple of about m * 2**-53
-_FIELD_SMALLEST = 1e-12
-
-
-@dataclass(frozen=True)
-class _Typed:
-    node: Rule
-    kind: _Kind
-    start: int
-    end: int
-    hi: float = 0.0  # numbers: largest possible magnitude
-    lo: float = float("inf")  # numbers: smallest possible nonzero magnitude (inf: always 0)
-    days: bool = False  # a duration, or a field measured in days
 
 
 def parse_rule(text: str) -> Rule:
@@ -278,18 +256,8 @@ class _Parser:
         return _Typed(node, "condition", left.start, right.end)
 
     def check_units(self, *sides: _Typed) -> None:
-        """A duration compares with a field measured in days (or a plain number), not with,
-        say, a count of invoices."""
-        durations = [s for s in sides if s.days and isinstance(s.node, Literal_)]
-        fields = [s for s in sides if isinstance(s.node, FieldRef)]
-        for duration in durations:
-            for field in fields:
-                if not field.days:
-                    raise RuleError(
-                        f"{self.source(duration)!r} is a duration but {self.source(field)!r} is "
-                        "not measured in days; write a plain number",
-                        duration.start + 1,
-                    )
+        if problem := unit_mismatch(self.text, sides):
+            raise problem
 
     def null_test(self, op: Token, left: _Typed, right: _Typed) -> _Typed:
         if op.text not in ("==", "!="):
@@ -434,22 +402,7 @@ class _Parser:
         for side in (left, right):
             self.number_operand(op, side)
         self.count_operator(op)
-        if op.text in ("+", "-"):
-            hi, lo = left.hi + right.hi, min(left.lo, right.lo)
-        elif op.text == "*":
-            hi, lo = left.hi * right.hi, left.lo * right.lo * _QUANTUM
-        elif right.lo == float("inf"):  # always a division by zero: always null
-            hi, lo = 0.0, float("inf")
-        else:
-            hi = left.hi / right.lo
-            lo = left.lo / right.hi * _QUANTUM if right.hi else float("inf")
-        if hi > LIMITS.arithmetic or lo < 1 / LIMITS.arithmetic:
-            raise RuleError(
-                f"this arithmetic could leave the range of numbers the databases compute with "
-                f"(results up to {LIMITS.arithmetic:.0e} in size, assuming fields within "
-                f"±{LIMITS.field:.0e}); simplify it",
-                op.start + 1,
-            )
+        hi, lo = arithmetic_bounds(op.text, op.start, left, right)
         node = BinOp(op.text, left.node, right.node)  # type: ignore[arg-type]
         days = left.days and right.days and op.text in ("+", "-")
         return _Typed(node, "number", left.start, right.end, hi, lo, days)
@@ -515,7 +468,7 @@ class _Parser:
         name = token.text
         info = FIELDS.get(name)
         if info is None:
-            suggestion = _suggest(name)
+            suggestion = suggest(name)
             listing = (
                 () if "did you mean" in suggestion else ("valid fields: " + ", ".join(FIELDS),)
             )
@@ -533,14 +486,6 @@ class _Parser:
         raise RuleError(
             f"{source!r} is {_KIND_NAMES[item.kind]}, not a condition{hint}", item.start + 1
         )
-
-
-def _suggest(name: str) -> str:
-    suffix = [field for field in FIELDS if field.endswith("." + name)]
-    close = suffix or difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {close[0]!r}? ({_SEE_FIELDS})"
-    return f'{_SEE_FIELDS}; text values need quotes, e.g. "{name}"'
 
 
 __all__ = [

@@ -76,6 +76,7 @@ def segment(
         f"{moment:%Y-%m-%d %H:%M} UTC; {preview.inflow_per_day:,.1f} entering per day "
         "(last 7 days)",
         highlight=False,
+        soft_wrap=True,
     )
     titles = {
         "subscription.plan": "plan",
@@ -146,6 +147,7 @@ def risk_train(
         f"{len(s.training)} snapshots {min(s.training):%Y-%m-%d}..{max(s.training):%Y-%m-%d}, "
         f"label: churned within {horizon} days ({result.model.method} fit)",
         highlight=False,
+        soft_wrap=True,
     )
     if result.holdout is not None:
         _print_holdout(result.holdout, f"{len(s.holdout)} held-out snapshot(s)")
@@ -170,6 +172,7 @@ def risk_score(
     base.console.print(
         f"scored {n:,} customers with model {version} as of {moment:%Y-%m-%d %H:%M} UTC",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -226,6 +229,7 @@ def _evaluate_csv(
         + ", ".join(f"{a:.3f}" for a in result.aucs)
         + ")",
         highlight=False,
+        soft_wrap=True,
     )
     _print_calibration(result.calibration, result.top_decile_lift, "out-of-fold predictions")
     _print_coefficients(fit(data.features, data.labels).coefficients)
@@ -253,6 +257,7 @@ def _evaluate_stored(model_id: int | None, as_json: bool) -> None:
         f"{facts['train_end']:%Y-%m-%d}, held out {facts['holdout_start']:%Y-%m-%d}.."
         f"{facts['holdout_end']:%Y-%m-%d}",
         highlight=False,
+        soft_wrap=True,
     )
     _print_holdout(evaluation, "the held-out snapshots")
     _print_coefficients(coefficients)
@@ -263,6 +268,7 @@ def _print_holdout(evaluation: HoldoutEvaluation, where: str) -> None:
         f"on {where}: {evaluation.n:,} customers, churn rate {_percent(evaluation.churn_rate)}, "
         f"AUC {_number(evaluation.auc)}",
         highlight=False,
+        soft_wrap=True,
     )
     _print_calibration(evaluation.calibration, evaluation.top_decile_lift, where)
 

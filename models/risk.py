@@ -41,8 +41,8 @@ from experiments.risk.model import Coefficient, FittedModel, RiskModelError, fit
 from experiments.rules import FIELDS
 from models.bulk import table
 from models.customer_data import Customer, Subscription
+from models.features import customer_features
 from models.risk_tables import RiskModel, RiskScore
-from models.segments import customer_features
 
 FEATURES: tuple[str, ...] = (
     "tenure_days",

@@ -15,8 +15,9 @@ from sqlalchemy.sql import Subquery
 from experiments.rules import Rule, rule_fields
 from models.bulk import table
 from models.customer_data import Customer
+from models.features import customer_features
 from models.records import Assignment, Experiment
-from models.segments import compile_rule, customer_features
+from models.segments import compile_rule
 
 INFLOW_DAYS = 7
 _MAKE_UP = ("subscription.plan", "customer.country", "churn_risk_decile")

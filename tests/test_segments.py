@@ -30,7 +30,7 @@ from experiments.rules import (
     Rule,
     parse_rule,
 )
-from models import segments
+from models import features as features_module
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
 from models.records import Assignment, Experiment
 from models.risk_tables import RiskModel, RiskScore
@@ -491,9 +491,9 @@ def test_feature_rows_in_chunks(
     engine: Engine, data: Data, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     everyone = feature_rows(engine, AS_OF)
-    monkeypatch.setattr(segments, "_CHUNK", 2)
+    monkeypatch.setattr(features_module, "_CHUNK", 2)
     assert feature_rows(engine, AS_OF, customer_ids=[7, 1, 4, 2, 3, 6, 5, 4]) == everyone
-    monkeypatch.setattr(segments, "_CHUNK", 1000)
+    monkeypatch.setattr(features_module, "_CHUNK", 1000)
     many = [*range(-40_000, 0), 3, 5]  # more ids than SQLite allows parameters in one query
     assert feature_rows(engine, AS_OF, customer_ids=many) == [everyone[2], everyone[4]]
 
