@@ -133,3 +133,43 @@ def test_fields_lists_the_catalogue_with_units() -> None:
     for name in FIELDS:
         assert name in result.output
     assert "number (days)" in result.output and "RETAIN_GRACE_PERIOD_DAYS" in result.output
+
+
+def _experiment(where: str) -> str:
+    return (
+        "key: limits\nhypothesis: h\nsegment:\n"
+        f"  where: '{where}'\n"
+        "arms:\n  - {name: control}\n  - {name: treated}\nmetrics: {primary: retained_30d}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "fragment"),
+    [
+        (" or ".join(f"tenure_days == {i}" for i in range(1001)), "too many conditions"),
+        ("tenure_days" + " + 1" * 1000 + " > 3", "too many arithmetic operators"),
+        ("(" * 3000 + "has_phone" + ")" * 3000, "nested too deeply"),
+        ("tenure_days in [" + ", ".join(map(str, range(100_000))) + "]", "too long"),
+        ("tenure_days" + " * 1e15" * 20 + " > 0", "could leave the range"),
+        ("tenure_days > \uff13", "not a plain digit"),
+    ],
+)
+def test_validate_rejects_what_run_cannot_do(tmp_path: Path, where: str, fragment: str) -> None:
+    """Issue 11: these were accepted by `validate` and then failed in `run`."""
+    path = tmp_path / "limits.yaml"
+    path.write_text(_experiment(where), encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith("error ")]
+    assert len(problems) == 1 and f"{path}:4:" in problems[0] and fragment in problems[0]
+    pointer = [line for line in result.output.splitlines() if line.startswith("    ")]
+    assert len(pointer) == 2 and pointer[1].strip() == "^"
+    assert max(map(len, pointer)) < 100  # a window of a long rule, not the whole of it
+
+
+def test_rule_problems_with_markup_like_text_print_literally(tmp_path: Path) -> None:
+    path = tmp_path / "markup.yaml"
+    path.write_text(_experiment('tenure_days == "[/red][link=file:///etc/passwd]x"'))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.count("[/red][link=file:///etc/passwd]x") == 2  # message and pointer
