@@ -76,7 +76,9 @@ def _validate_or_exit(paths: list[Path]) -> None:
         load_specs(paths, template_exists)
     except SpecError as error:
         for problem in error.problems:
-            errors.print(f"[red]error[/red] {escape(str(problem))}", highlight=False, soft_wrap=True)
+            errors.print(
+                f"[red]error[/red] {escape(str(problem))}", highlight=False, soft_wrap=True
+            )
             for line in problem.context:  # a rule with a caret under the mistake
                 errors.print(f"    {escape(line)}", highlight=False, soft_wrap=True, markup=True)
         raise typer.Exit(code=2) from None
