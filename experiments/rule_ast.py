@@ -142,6 +142,7 @@ class Limits:
     """What a rule may hold, so that whatever ``retain validate`` accepts runs on SQLite and
     PostgreSQL alike (expression depth, bind parameters, Python recursion, number range)."""
 
+    characters: int = 1_000_000  # length of the rule text
     tokens: int = 30_000  # words, numbers, strings and operators in one rule
     depth: int = 32  # nested parentheses, `not` and unary minus
     conditions: int = 1_000  # comparisons, list and null tests, true/false fields

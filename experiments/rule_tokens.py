@@ -49,6 +49,11 @@ class Token:
 
 def tokenize(text: str) -> list[Token]:
     """The tokens of ``text`` and a final ``end`` token; raises :class:`RuleError`."""
+    if len(text) > LIMITS.characters:
+        raise RuleError(
+            f"the rule is too long: at most {LIMITS.characters:,} characters; shorten it",
+            LIMITS.characters + 1,
+        )
     tokens: list[Token] = []
     i = 0
     while i < len(text):

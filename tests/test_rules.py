@@ -376,6 +376,7 @@ def _or_chain(n: int) -> str:
         ("tenure_days in [" + ", ".join(map(str, range(10_001))) + "]", "too many values in lists"),
         ("tenure_days in [" + ", ".join(map(str, range(100_000))) + "]", "too long"),
         ("tenure_days > 1000000000000001", "too large"),
+        ("has_phone" + " " * 1_000_000, "at most 1,000,000 characters"),
         ("tenure_days" + " * 1e15" * 20 + " > 0", "could leave the range"),
         ("tenure_days" + " * tenure_days" * 30 + " > 0", "could leave the range"),
         ("usage_last_14d" + " / 1e-9" * 15 + " > 1", "could leave"),
