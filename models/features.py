@@ -52,6 +52,7 @@ _cards: Table = PaymentMethod.__table__  # type: ignore[attr-defined]
 _activity: Table = ActivityEvent.__table__  # type: ignore[attr-defined]
 _scores: Table = RiskScore.__table__  # type: ignore[attr-defined]
 
+CustomerFilter = Callable[[ColumnElement[Any]], ColumnElement[bool]]
 _ACTIVE_KINDS = ("login", "feature_use")
 _UNPAID_STATUSES = ("failed", "open")
 _INTERVAL_RANK = {"month": 1, "quarter": 2, "year": 3}
@@ -76,11 +77,17 @@ def grace_period_days() -> float:
 class _Sources:
     """The per-customer subqueries a set of features needs, built on first use."""
 
-    def __init__(self, as_of: datetime, customer_ids: Sequence[int] | None) -> None:
+    def __init__(
+        self,
+        as_of: datetime,
+        customer_ids: Sequence[int] | None,
+        sample: CustomerFilter | None = None,
+    ) -> None:
         if as_of.utcoffset() is None:
             raise ValueError(f"as_of must be timezone-aware (UTC), got {as_of!r}")
         self.as_of = as_of
         self.customer_ids = customer_ids
+        self.sample = sample
         self.joined: dict[str, Subquery] = {}
 
     def at(self, delta_days: int = 0) -> ColumnElement[datetime]:
@@ -88,9 +95,10 @@ class _Sources:
         return literal(self.as_of - timedelta(days=delta_days), UTCDateTime())
 
     def _only_wanted(self, table: Table) -> ColumnElement[bool]:
+        wanted = true() if self.sample is None else self.sample(table.c.customer_id)
         if self.customer_ids is None:
-            return true()
-        return table.c.customer_id.in_(list(self.customer_ids))
+            return wanted
+        return and_(wanted, table.c.customer_id.in_(list(self.customer_ids)))
 
     def _once(self, name: str, build: Callable[[], Subquery]) -> Subquery:
         if name not in self.joined:
@@ -307,16 +315,18 @@ def customer_features(
     *,
     fields: Collection[str] | None = None,
     customer_ids: Sequence[int] | None = None,
+    sample: CustomerFilter | None = None,
 ) -> Select[Any]:
     """One row per customer existing at ``as_of``: ``customer_id`` and one column per field.
 
     ``fields`` limits the columns (and so the joined subqueries) to those a rule reads;
-    ``customer_ids`` limits the rows (for inspection). Columns are labelled with the field name.
+    ``customer_ids`` limits the rows (for inspection); ``sample`` (a condition on a customer id
+    column) limits them inside every subquery too, so a sample costs its share of the work. Columns are labelled with the field name.
     """
     unknown = set(fields or ()) - set(FIELDS)
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
-    sources = _Sources(as_of, customer_ids)
+    sources = _Sources(as_of, customer_ids, sample)
     columns = [
         build(sources).label(name)
         for name, build in _FEATURES.items()
@@ -329,6 +339,8 @@ def customer_features(
     query = query.where(_c.created_at <= sources.at())
     if customer_ids is not None:
         query = query.where(_c.id.in_(list(customer_ids)))
+    if sample is not None:
+        query = query.where(sample(_c.id))
     return query
 
 

@@ -135,13 +135,16 @@ def _live(at: ColumnElement[Any] | datetime, customer_id: ColumnElement[Any]) ->
 def snapshot_query(t: datetime, horizon: int, per_mille: int = 1000) -> Select[Any]:
     """Customers live at ``t`` (a ``per_mille`` share of them), their features as of ``t`` and
     ``churned``: 1 when no subscription is live any more at ``t + horizon``."""
-    features = customer_features(t, fields=FEATURES).subquery("features")
+
+    def sample(customer_id: ColumnElement[Any]) -> ColumnElement[bool]:
+        return (customer_id * literal(_HASH)) % 1000 < per_mille
+
+    chosen = sample if per_mille < 1000 else None
+    features = customer_features(t, fields=FEATURES, sample=chosen).subquery("features")
     cid = features.c.customer_id
     later = literal(t + timedelta(days=horizon), table(Subscription).c.started_at.type)
     churned = (~_live(later, cid)).cast(Integer).label("churned")
     query = select(features, churned).where(_live(t, cid))
-    if per_mille < 1000:
-        query = query.where((cid * literal(_HASH)) % 1000 < per_mille)
     return query.order_by(cid)
 
 

@@ -74,6 +74,14 @@ def test_snapshot_rows_have_complete_labels_and_no_look_ahead(engine: Engine) ->
     assert {cid: r["churned"] for cid, r in rows.items()} == {1: 1, 2: 0, 5: 0, 6: 1, 7: 0}
     assert rows[1]["support_tickets_30d"] == 1 and rows[1]["failed_payments_30d"] == 0
     assert set(FEATURES) <= set(rows[1])
+    # a sample (by a hash of the id, applied inside every subquery) keeps the same values
+    with engine.connect() as connection:
+        sampled = {
+            r["customer_id"]: r for r in connection.execute(snapshot_query(T, 30, 500)).mappings()
+        }
+    assert sorted(sampled) == [c for c in rows if c * 2654435761 % 1000 < 500]
+    assert 0 < len(sampled) < len(rows)
+    assert all(dict(sampled[c]) == dict(rows[c]) for c in sampled)
 
 
 def test_typed_features_make_numbers_bools_and_text() -> None:
