@@ -40,7 +40,7 @@ from experiments.risk.evaluation import DecileRow, auc, calibration_by_decile, t
 from experiments.risk.model import Coefficient, FittedModel, RiskModelError, fit
 from experiments.rules import FIELDS
 from models.bulk import table
-from models.customer_data import Customer, Subscription
+from models.customer_data import ActivityEvent, Customer, Subscription
 from models.features import customer_features
 from models.risk_tables import RiskModel, RiskScore
 
@@ -68,6 +68,7 @@ FEATURES: tuple[str, ...] = (
     "support_tickets_30d",
 )
 SNAPSHOT_STEP_DAYS = 30
+STALE_DAYS = 7  # training refuses an as_of this long after the newest recorded event
 SCORE_CHUNK = 50_000
 _HASH = 2654435761  # Knuth's multiplicative hash: a deterministic sample by customer id
 
@@ -101,12 +102,23 @@ def plan_snapshots(
     engine: Engine, as_of: datetime, horizon: int, holdout: int, max_snapshots: int
 ) -> Snapshots:
     """Snapshot moments, newest first cut into held-out and training ones (see the module)."""
+    s, a = table(Subscription), table(ActivityEvent)
     with engine.connect() as connection:
-        first = connection.scalar(select(func.min(table(Subscription).c.started_at)))
+        first = connection.scalar(select(func.min(s.c.started_at)))
+        newest = [
+            connection.scalar(select(func.max(column)))
+            for column in (s.c.started_at, s.c.canceled_at, a.c.occurred_at)
+        ]
     if first is None:
         raise RiskModelError("there are no subscriptions to learn from; load customer data first")
-    if first.tzinfo is None:
-        first = first.replace(tzinfo=UTC)
+    first = _aware(first)
+    latest = max(_aware(moment) for moment in newest if moment is not None)
+    if latest < as_of - timedelta(days=STALE_DAYS):
+        raise RiskModelError(
+            f"the newest data are from {latest:%Y-%m-%d %H:%M}, long before {as_of:%Y-%m-%d}: "
+            "churn after that is not recorded, so the labels would be wrong; pass "
+            f"--as-of {latest:%Y-%m-%dT%H:%M:%S} (the moment the data describe)"
+        )
     moments: list[datetime] = []
     t = as_of - timedelta(days=horizon)
     while t > first + timedelta(days=SNAPSHOT_STEP_DAYS) and len(moments) < max_snapshots:
@@ -120,6 +132,10 @@ def plan_snapshots(
             "more history"
         )
     return Snapshots(training=tuple(moments[holdout:]), holdout=tuple(moments[:holdout]))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _live(at: ColumnElement[Any] | datetime, customer_id: ColumnElement[Any]) -> Any:

@@ -102,12 +102,16 @@ def test_training_needs_history(engine: Engine) -> None:
         train_model(engine, T)
     with Session(engine) as session:
         session.add(Customer(id=1, external_id="c1", name="C", created_at=T - 40 * DAY))
+        session.flush()
         session.add(Subscription(customer_id=1, plan="basic", billing_interval="month",
                                  mrr_cents=1, status="active", started_at=T - 40 * DAY,
                                  current_period_end=T))  # fmt: skip
+        session.add(ActivityEvent(customer_id=1, kind="login", occurred_at=T - DAY))
         session.commit()
     with pytest.raises(RiskModelError, match="snapshot"):
         train_model(engine, T)
+    with pytest.raises(RiskModelError, match="pass --as-of 2026-05-31T12:00:00"):
+        train_model(engine, T + 30 * DAY)  # nothing recorded in the last month: stale
 
 
 @pytest.mark.slow
