@@ -145,6 +145,7 @@ class Limits:
     characters: int = 1_000_000  # length of the rule text
     tokens: int = 30_000  # words, numbers, strings and operators in one rule
     depth: int = 32  # nested parentheses, `not` and unary minus
+    sql_nesting: int = 40  # parenthesis levels of the compiled SQL (SQLite's parser stack)
     conditions: int = 1_000  # comparisons, list and null tests, true/false fields
     operators: int = 100  # arithmetic + - * / and unary minus
     list_values: int = 10_000  # values in all the `in [...]` lists of one rule

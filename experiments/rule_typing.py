@@ -7,7 +7,23 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
-from experiments.rule_ast import _SEE_FIELDS, FIELDS, LIMITS, FieldRef, Literal_, Rule, RuleError
+from experiments.rule_ast import (
+    _SEE_FIELDS,
+    FIELDS,
+    LIMITS,
+    And,
+    BinOp,
+    Compare,
+    FieldRef,
+    InList,
+    IsNull,
+    Literal_,
+    Neg,
+    Not,
+    Or,
+    Rule,
+    RuleError,
+)
 
 Kind = Literal["number", "string", "bool", "null", "condition"]
 KIND_NAMES = {
@@ -76,3 +92,50 @@ def unit_mismatch(text: str, sides: tuple[Typed, ...]) -> RuleError | None:
                 duration.start + 1,
             )
     return None
+
+
+def sql_nesting(rule: Rule) -> int:
+    """An upper bound on the parenthesis nesting of the rule compiled to SQL by
+    :func:`models.segments.compile_rule` (``not`` pushed to the leaves, flat sums and
+    products, and/or chains grouped by at most 100): SQLite's parser overflows its stack at
+    about 30 levels, so the parser rejects a rule above :attr:`Limits.sql_nesting`."""
+    return _condition_nesting(rule, negated=False)
+
+
+def _condition_nesting(node: Rule, negated: bool) -> int:
+    match node:
+        case And(items) | Or(items):
+            grouping = 1 if len(items) > 100 else 0
+            return 1 + grouping + max(_condition_nesting(item, negated) for item in items)
+        case Not(item):
+            return _condition_nesting(item, not negated)
+        case IsNull(expr):
+            return _value_nesting(expr)
+        case Literal_():
+            return 0
+        case Compare(_, left, right):
+            return max(_value_nesting(left), _value_nesting(right)) + (1 if negated else 0)
+        case InList(expr):
+            return _value_nesting(expr) + 1 + (1 if negated else 0)
+    return 1 if negated else 0  # a true/false field
+
+
+def _value_nesting(node: Rule) -> int:
+    match node:
+        case FieldRef():
+            return 1  # CAST(... AS FLOAT) in arithmetic
+        case Literal_():
+            return 0
+        case Neg(item):
+            return 1 + _value_nesting(item)
+        case BinOp("/", left, right):
+            return 2 + max(_value_nesting(left), _value_nesting(right))
+        case BinOp(op):
+            chain = ("+", "-") if op in ("+", "-") else ("*",)
+            terms: list[Rule] = []
+            while isinstance(node, BinOp) and node.op in chain:
+                terms.append(node.right)
+                node = node.left
+            terms.append(node)
+            return 2 + max(_value_nesting(term) for term in terms)
+    return 0

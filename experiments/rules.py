@@ -73,7 +73,7 @@ from experiments.rule_typing import KIND_NAMES as _KIND_NAMES
 from experiments.rule_typing import QUANTUM as _QUANTUM
 from experiments.rule_typing import Kind as _Kind
 from experiments.rule_typing import Typed as _Typed
-from experiments.rule_typing import arithmetic_bounds, suggest, unit_mismatch
+from experiments.rule_typing import arithmetic_bounds, sql_nesting, suggest, unit_mismatch
 
 _COMPARE_OPS = ("==", "!=", "<", "<=", ">", ">=")
 
@@ -148,6 +148,12 @@ class _Parser:
             )
         result = self.condition(self.or_())
         token = self.peek()
+        if token.kind == "end" and sql_nesting(result.node) > LIMITS.sql_nesting:
+            raise RuleError(
+                f"the rule nests too deeply for SQL (more than {LIMITS.sql_nesting} levels of "
+                "parentheses once compiled); flatten nested arithmetic and conditions",
+                1,
+            )
         if token.text == ")":
             raise RuleError("unmatched ')'", token.start + 1)
         if token.kind != "end":

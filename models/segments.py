@@ -59,28 +59,40 @@ _assignments: Table = Assignment.__table__  # type: ignore[attr-defined]
 __all__ = ["compile_rule", "customer_features", "feature_rows", "segment_query", "select_segment"]
 
 
-def compile_rule(rule: Rule, features: Subquery) -> ColumnElement[bool]:
-    """The rule as a SQL condition over a :func:`customer_features` subquery (literals bound)."""
+def compile_rule(rule: Rule, features: Subquery, negated: bool = False) -> ColumnElement[bool]:
+    """The rule as a SQL condition over a :func:`customer_features` subquery (literals bound).
+
+    ``not`` is pushed down to the leaves (negation normal form: ``not (a and b)`` is
+    ``not a or not b``), which is exact under the two-valued logic because a negated leaf is
+    "not true" (null counts as false first). So nested ``not`` never nests in the SQL, whose
+    parsers have small stacks (SQLite's holds about 30 levels of parentheses).
+    """
     match rule:
-        case And(items):
-            return _balanced(and_, [compile_rule(item, features) for item in items])
-        case Or(items):
-            return _balanced(or_, [compile_rule(item, features) for item in items])
+        case And(items) | Or(items):
+            conjunction = isinstance(rule, And) != negated
+            parts = [compile_rule(item, features, negated) for item in items]
+            return _grouped(and_ if conjunction else or_, parts)
         case Not(item):
-            # two-valued logic: an unknown (null) condition counts as false before negation
-            return not_(func.coalesce(compile_rule(item, features), false()))
+            return compile_rule(item, features, not negated)
+        case IsNull(expr, is_not):
+            column = _value(expr, features)
+            return column.is_not(None) if is_not != negated else column.is_(None)
+        case Literal_(bool() as value):
+            return true() if value != negated else false()
+    condition = _leaf(rule, features)
+    # two-valued logic: an unknown (null) condition counts as false before negation
+    return not_(func.coalesce(condition, false())) if negated else condition
+
+
+def _leaf(rule: Rule, features: Subquery) -> ColumnElement[bool]:
+    match rule:
         case Compare(op, left, right):
             return _COMPARISONS[op](_value(left, features), _value(right, features))
         case InList(expr, values, negated):
             column = _value(expr, features)
             return column.not_in(values) if negated else column.in_(values)
-        case IsNull(expr, negated):
-            column = _value(expr, features)
-            return column.is_not(None) if negated else column.is_(None)
         case FieldRef(name) if FIELDS[name].type == "bool":
             return features.c[name]
-        case Literal_(bool() as value):
-            return true() if value else false()
     raise ValueError(f"not a condition: {rule!r}")
 
 
@@ -97,19 +109,18 @@ def _compile_parens(element: _Parens, compiler: Any, **kw: Any) -> str:
     return f"({compiler.process(inner, **kw)})"
 
 
-_FLAT = 16  # SQLite parses `a OR b OR c ...` into a tree as deep as the chain (limit 1000)
+GROUP = 100  # SQLite parses `a OR b OR c ...` into a tree as deep as the chain (limit 1000)
 
 
-def _balanced(
+def _grouped(
     join: Callable[..., ColumnElement[bool]], items: list[ColumnElement[bool]]
 ) -> ColumnElement[bool]:
-    """``join(*items)`` as a balanced tree of parenthesised groups, so the expression depth the
-    database sees grows with log(len(items)), not with the number of terms."""
-    if len(items) <= _FLAT:
-        return join(*items)
-    middle = len(items) // 2
-    halves = (_balanced(join, items[:middle]), _balanced(join, items[middle:]))
-    return join(*(_Parens(half) for half in halves))
+    """``join(*items)``, in parenthesised groups of at most :data:`GROUP` items when longer, so
+    the expression depth the database sees stays far below SQLite's limit of 1000 while the
+    parenthesis nesting grows by one level only (for up to 10,000 items)."""
+    while len(items) > GROUP:
+        items = [_Parens(join(*items[i : i + GROUP])) for i in range(0, len(items), GROUP)]
+    return join(*items)
 
 
 _COMPARISONS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
@@ -134,13 +145,26 @@ def _value(node: Rule, features: Subquery) -> ColumnElement[Any]:
             # true division on both databases; x / 0 is null (PostgreSQL would raise)
             numerator = _number(left, features)
             return numerator / func.nullif(_number(right, features), 0.0, type_=Float)
-        case BinOp("+", left, right):
-            return _number(left, features) + _number(right, features)
-        case BinOp("-", left, right):
-            return _number(left, features) - _number(right, features)
-        case BinOp("*", left, right):
-            return _number(left, features) * _number(right, features)
+        case BinOp("+" | "-"):
+            return _chain(node, ("+", "-"), features)
+        case BinOp("*"):
+            return _chain(node, ("*",), features)
     raise ValueError(f"not a value: {node!r}")
+
+
+def _chain(node: Rule, ops: tuple[str, ...], features: Subquery) -> ColumnElement[Any]:
+    """A left-deep chain ``a - b + c`` (or ``a * b * c``) as one flat SQL sum (product):
+    SQLAlchemy would parenthesise every link of a subtraction, ``((a - b) + c)``, and a chain
+    of 100 terms would overflow SQLite's parser stack. Terms are read iteratively."""
+    terms: list[tuple[str, Rule]] = []
+    while isinstance(node, BinOp) and node.op in ops:
+        terms.append((node.op, node.right))
+        node = node.left
+    result = _number(node, features)
+    for op, term in reversed(terms):
+        value = _number(term, features)
+        result = result * value if op == "*" else result + (value if op == "+" else -value)
+    return result
 
 
 def _number(node: Rule, features: Subquery) -> ColumnElement[Any]:

@@ -26,6 +26,13 @@ def expected(data: Data, rule_text: str) -> list[int]:
     return [cid for cid, row in sorted(recount(data, AS_OF).items()) if ref_holds(rule, row)]
 
 
+def _right_nested(n: int) -> str:
+    text = "tenure_days"
+    for _ in range(n):
+        text = f"usage_last_14d - ({text})"
+    return text
+
+
 def _chain(n: int, joiner: str) -> str:
     return f" {joiner} ".join(f"tenure_days > {i * 10}" for i in range(n))
 
@@ -48,6 +55,16 @@ def _chain(n: int, joiner: str) -> str:
         "(tenure_days + 1000000000000000) * 1000000000000000 * 1000 > 1e15",
         "usage_last_14d * 9223372036854 * 1000000 >= 0 and -tenure_days * 1e15 * 1e15 < 0",
         'subscription.plan == "x\'; drop table customers; --" or customer.locale == "\'\'"',
+        # SQLite's parser stack (about 30 levels of parentheses): not is pushed to the leaves,
+        # sums and products are flat, and the compiled nesting is bounded by the parser
+        "not (" * 16 + "tenure_days" + " - usage_last_14d" * 99 + " < 0" + ")" * 16,
+        _right_nested(19) + " > 0",  # the deepest right-nested arithmetic accepted
+        "(" * 10
+        + "not (" * 11
+        + " or ".join(["tenure_days" + " + 1" * 9 + " > 3"] * 10)
+        + " and "
+        + " and ".join(["has_phone"] * 980)
+        + ")" * 21,
     ],
 )
 def test_accepted_rules_run_on_the_database(engine: Engine, data: Data, rule_text: str) -> None:
@@ -67,6 +84,7 @@ def test_accepted_rules_run_on_the_database(engine: Engine, data: Data, rule_tex
         "tenure_days > 99999999999999999999",
         "tenure_days" + " * 1e15" * 20 + " > 0",
         "tenure_days > \uff13",
+        _right_nested(23) + " > 0",  # ran out of SQLite's parser stack
     ],
 )
 def test_what_cannot_run_is_rejected_by_the_parser(rule_text: str) -> None:
@@ -115,5 +133,48 @@ def test_fuzz_parser_and_compiler(engine: Engine, data: Data, rule_text: str) ->
         rule = parse_rule(rule_text)
     except RuleError as error:
         assert "\n" not in str(error) and 1 <= error.column <= len(rule_text) + 1
+        return
+    assert select_segment(engine, rule, AS_OF) == expected(data, rule_text)
+
+
+@st.composite
+def nested_rules(draw: st.DrawFn) -> str:
+    """Deeply nested conditions and arithmetic (up to 40 levels), to probe the nesting limits."""
+
+    def value(depth: int) -> str:
+        if depth <= 0:
+            return draw(st.sampled_from(["tenure_days", "usage_last_14d", "2", "subscription.mrr"]))
+        shape = draw(st.integers(0, 4))
+        inner = value(depth - 1)
+        return [f"-({inner})", f"usage_last_14d / ({inner})", f"tenure_days - ({inner})",
+                f"({inner}) * 2", f"({inner}) - 1 + usage_prior_14d"][shape]  # fmt: skip
+
+    def condition(depth: int) -> str:
+        if depth <= 0:
+            inner = value(draw(st.integers(0, 40)))
+            return draw(st.sampled_from([f"{inner} > 1", f"({inner}) in [1, 2]",
+                                         f"({inner}) is null", "has_phone"]))  # fmt: skip
+        inner = condition(depth - 1)
+        shape = draw(st.integers(0, 3))
+        return [f"not ({inner})", f"has_phone and ({inner})", f"sms_consent or ({inner})",
+                f"({inner}) and tenure_days > 3"][shape]  # fmt: skip
+
+    return condition(draw(st.integers(0, 40)))
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rule_text=nested_rules())
+def test_fuzz_nesting(engine: Engine, data: Data, rule_text: str) -> None:
+    """Whatever nesting the parser accepts, both databases can parse and run."""
+    try:
+        rule = parse_rule(rule_text)
+    except RuleError as error:
+        assert "\n" not in str(error)
         return
     assert select_segment(engine, rule, AS_OF) == expected(data, rule_text)
