@@ -274,7 +274,8 @@ def _print_holdout(evaluation: HoldoutEvaluation, where: str) -> None:
 
 
 def _print_calibration(rows: tuple[DecileRow, ...], lift: float | None, where: str) -> None:
-    table = Table(title=f"calibration by decile ({escape(where)})", title_justify="left")
+    base.console.print(f"calibration by decile ({escape(where)}):", highlight=False)
+    table = Table()
     for column in ("decile", "predicted", "observed", "customers"):
         table.add_column(column, justify="right")
     for row in rows:
