@@ -28,6 +28,7 @@ from ruamel.yaml.events import (
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from experiments.limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
+from experiments.rules import RuleError
 from experiments.spec import ExperimentSpec, FieldProblem
 
 TemplateExists = Callable[[str, str], bool]
@@ -47,6 +48,7 @@ class SpecProblem:
     path: str
     line: int | None
     message: str
+    context: tuple[str, ...] = ()  # lines shown under the problem (a rule with a caret)
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
@@ -169,7 +171,9 @@ def parse_spec(
     except ValidationError as error:
         raise SpecError(
             [
-                SpecProblem(path, _line_of(document, _loc(err)), label + _describe(err))
+                SpecProblem(
+                    path, _line_of(document, _loc(err)), label + _describe(err), _context(err)
+                )
                 for err in error.errors()
             ]
         ) from None
@@ -414,6 +418,11 @@ def _describe(error: Any) -> str:
         return f"missing required field {field!r}; add it"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{field}: {message}" if field else message
+
+
+def _context(error: Any) -> tuple[str, ...]:
+    cause = (error.get("ctx") or {}).get("error")
+    return tuple(cause.pointer()) if isinstance(cause, RuleError) else ()
 
 
 def _dotted(loc: list[Any]) -> str:

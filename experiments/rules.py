@@ -3,8 +3,9 @@
 Marketers write rules in the experiment YAML, for example::
 
     card_expires_in_days <= 30 and subscription.status == "active"
-    usage_last_14d < 0.5 * usage_prior_14d and subscription.status in ["active", "past_due"]
-    tenure_days <= 21 and not onboarding_completed
+    usage_trend < 0.5 and usage_prior_14d >= 4 and subscription.status in ["active", "past_due"]
+    tenure_days between 3d and 21d and not onboarding_completed
+    days_since_last_active > 14d or days_since_last_active is null
 
 Grammar (lowest precedence first; keywords are lowercase)::
 
@@ -12,35 +13,41 @@ Grammar (lowest precedence first; keywords are lowercase)::
     or         := and ("or" and)*
     and        := not ("and" not)*
     not        := "not" not | comparison
-    comparison := sum [("==" | "!=" | "<" | "<=" | ">" | ">=") sum | ["not"] "in" list]
+    comparison := sum [("==" | "!=" | "<" | "<=" | ">" | ">=") sum
+                       | ["not"] "in" list | ["not"] "between" sum "and" sum
+                       | "is" ["not"] "null"]
     sum        := product (("+" | "-") product)*
     product    := unary (("*" | "/") unary)*
     unary      := "-" unary | atom
-    atom       := NUMBER | STRING | "true" | "false" | "null" | FIELD | "(" or ")"
+    atom       := NUMBER | DURATION | STRING | "true" | "false" | "null" | FIELD | "(" or ")"
     list       := "[" literal ("," literal)* [","] "]"
+
+A DURATION (``14d``, ``2w``, ``12h``) is a number of days; it compares with fields measured in
+days. ``x between a and b`` is ``x >= a and x <= b``; ``x not between a and b`` is
+``x < a or x > b``.
 
 Rules are type-checked against :data:`FIELDS` while parsing, so a mistake is reported with its
 column before anything runs. Parsing is pure: nothing is evaluated, and the SQL compiler
 (``models.segments``) binds every literal as a parameter.
 
-Missing values: a field can be null (no card, no subscription, never active). ``x == null`` and
-``x != null`` test for that. Any other comparison, arithmetic result or list test involving a null
-is **false** (and ``not`` of it is true): ``card_expires_in_days <= 30`` never selects a customer
-without a card, while ``not (card_expires_in_days <= 30)`` does. Division by zero gives null.
+Missing values: a field can be null (no card, no subscription, never active). ``x is null`` (or
+``x == null``) and ``x is not null`` (``x != null``) test for that. Any other comparison,
+arithmetic result or list test involving a null is **false** (and ``not`` of it is true):
+``card_expires_in_days <= 30`` never selects a customer without a card, while
+``not (card_expires_in_days <= 30)`` does. Division by zero gives null.
+
+Limits (:data:`LIMITS`, listed in the README) keep whatever parses runnable on SQLite and
+PostgreSQL alike: tokens, nesting, conditions, arithmetic operators, list values, the size of
+numbers and the range arithmetic could reach (checked from bounds on every field).
 """
 
 from __future__ import annotations
 
-import difflib
-import math
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 from experiments.rule_ast import (
-    _SEE_FIELDS,
     FIELDS,
+    LIMITS,
     And,
     BinOp,
     Compare,
@@ -48,6 +55,7 @@ from experiments.rule_ast import (
     FieldRef,
     InList,
     IsNull,
+    Limits,
     Literal_,
     Neg,
     Not,
@@ -59,141 +67,42 @@ from experiments.rule_ast import (
     rule_fields,
     to_text,
 )
+from experiments.rule_tokens import Token, tokenize
+from experiments.rule_typing import FIELD_SMALLEST as _FIELD_SMALLEST
+from experiments.rule_typing import KIND_NAMES as _KIND_NAMES
+from experiments.rule_typing import QUANTUM as _QUANTUM
+from experiments.rule_typing import Kind as _Kind
+from experiments.rule_typing import Typed as _Typed
+from experiments.rule_typing import arithmetic_bounds, sql_nesting, suggest, unit_mismatch
 
-# --- Tokens --------------------------------------------------------------------------------------
-
-_KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-_NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "(", ")", "[", "]", ",")
-_MISTAKES = {
-    "<>": "'<>' is not an operator; use '!='",
-    "=>": "'=>' is not an operator; use '>='",
-    "=<": "'=<' is not an operator; use '<='",
-    "=": "'=' is not an operator; use '==' to compare",
-    "&&": "use 'and' instead of '&&'",
-    "&": "use 'and' instead of '&'",
-    "||": "use 'or' instead of '||'",
-    "|": "use 'or' instead of '|'",
-    "!": "use 'not' instead of '!'",
-}
-_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
-_MAX_MAGNITUDE = 1e15  # exact in a double and within every database's integer range
-_MAX_DEPTH = 64
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: Literal["number", "string", "name", "keyword", "op", "end"]
-    text: str
-    value: int | float | str | None
-    start: int  # 0-based offset; the column is start + 1
-    end: int
-
-
-def _tokenize(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    i = 0
-    while i < len(text):
-        if text[i].isspace():
-            i += 1
-            continue
-        token = _string(text, i) if text[i] in "\"'" else _word(text, i) or _operator(text, i)
-        tokens.append(token)
-        i = token.end
-    tokens.append(_Token("end", "end of rule", None, len(text), len(text)))
-    return tokens
-
-
-def _string(text: str, start: int) -> _Token:
-    quote, chars, i = text[start], [], start + 1
-    while i < len(text) and text[i] != quote:
-        if text[i] == "\\" and i + 1 < len(text):
-            chars.append(_ESCAPES.get(text[i + 1], "\\" + text[i + 1]))
-            i += 2
-        else:
-            chars.append(text[i])
-            i += 1
-    if i >= len(text):
-        raise RuleError(f"unterminated string: add a closing {quote} to end it", start + 1)
-    return _Token("string", text[start : i + 1], "".join(chars), start, i + 1)
-
-
-def _word(text: str, start: int) -> _Token | None:
-    if number := _NUMBER.match(text, start):
-        end = number.end()
-        if end < len(text) and (text[end].isalnum() or text[end] in "_."):
-            while end < len(text) and (text[end].isalnum() or text[end] in "_."):
-                end += 1
-            junk = text[start:end]
-            raise RuleError(f"{junk!r} is not a number; write plain numbers such as 30", start + 1)
-        raw = number.group()
-        value: int | float = float(raw) if any(c in raw for c in ".eE") else int(raw)
-        if not math.isfinite(value) or abs(value) > _MAX_MAGNITUDE:
-            raise RuleError(f"the number {raw} is too large", start + 1)
-        return _Token("number", raw, value, start, end)
-    if name := _NAME.match(text, start):
-        word = name.group()
-        if word.lower() in _KEYWORDS and word not in _KEYWORDS:
-            raise RuleError(f"keywords are lowercase: write {word.lower()!r}", start + 1)
-        if word in ("None", "NULL", "nil"):
-            raise RuleError(f"write 'null' instead of {word!r}", start + 1)
-        if word.lower() == "is":
-            raise RuleError("write 'x == null' or 'x != null' instead of 'is'", start + 1)
-        kind: Literal["keyword", "name"] = "keyword" if word in _KEYWORDS else "name"
-        return _Token(kind, word, word, start, name.end())
-    return None
-
-
-def _operator(text: str, start: int) -> _Token:
-    if text.startswith("<>", start):
-        raise RuleError(_MISTAKES["<>"], start + 1)
-    for op in _OPERATORS:
-        if text.startswith(op, start):
-            return _Token("op", op, op, start, start + len(op))
-    for mistake, hint in _MISTAKES.items():
-        if text.startswith(mistake, start):
-            raise RuleError(hint, start + 1)
-    raise RuleError(f"unexpected character {text[start]!r}", start + 1)
-
-
-# --- Parser --------------------------------------------------------------------------------------
-
-_Kind = Literal["number", "string", "bool", "null", "condition"]
-_KIND_NAMES = {
-    "number": "a number",
-    "string": "text",
-    "bool": "true/false",
-    "null": "null",
-    "condition": "a condition",
-}
-
-
-@dataclass(frozen=True)
-class _Typed:
-    node: Rule
-    kind: _Kind
-    start: int
-    end: int
+_COMPARE_OPS = ("==", "!=", "<", "<=", ">", ">=")
 
 
 def parse_rule(text: str) -> Rule:
-    """Parse and type-check a segment rule; raises :class:`RuleError` naming the column."""
-    return _Parser(text).rule()
+    """Parse and type-check a segment rule; raises :class:`RuleError` naming the column (its
+    ``text`` is set, for :meth:`RuleError.pointer`)."""
+    try:
+        return _Parser(text).rule()
+    except RuleError as error:
+        error.text = text
+        raise
 
 
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = _tokenize(text)
+        self.tokens = tokenize(text)
         self.pos = 0
         self.depth = 0
+        self.conditions = 0
+        self.operators = 0
+        self.list_values = 0
 
     # Helpers
-    def peek(self, ahead: int = 0) -> _Token:
+    def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
 
-    def advance(self) -> _Token:
+    def advance(self) -> Token:
         token = self.peek()
         self.pos += 1
         return token
@@ -205,10 +114,31 @@ class _Parser:
     def source(self, item: _Typed) -> str:
         return self.text[item.start : item.end]
 
-    def nest(self, token: _Token) -> None:
+    def nest(self, token: Token) -> None:
         self.depth += 1
-        if self.depth > _MAX_DEPTH:
-            raise RuleError("the rule is nested too deeply; simplify it", token.start + 1)
+        if self.depth > LIMITS.depth:
+            raise RuleError(
+                f"the rule is nested too deeply (at most {LIMITS.depth} levels of parentheses, "
+                "'not' and '-'); simplify it",
+                token.start + 1,
+            )
+
+    def count_condition(self, start: int) -> None:
+        self.conditions += 1
+        if self.conditions > LIMITS.conditions:
+            raise RuleError(
+                f"the rule has too many conditions (at most {LIMITS.conditions:,}); use a list "
+                "test such as x in [...] or a shorter rule",
+                start + 1,
+            )
+
+    def count_operator(self, token: Token) -> None:
+        self.operators += 1
+        if self.operators > LIMITS.operators:
+            raise RuleError(
+                f"the rule has too many arithmetic operators (at most {LIMITS.operators})",
+                token.start + 1,
+            )
 
     # Grammar
     def rule(self) -> Rule:
@@ -218,6 +148,12 @@ class _Parser:
             )
         result = self.condition(self.or_())
         token = self.peek()
+        if token.kind == "end" and sql_nesting(result.node) > LIMITS.sql_nesting:
+            raise RuleError(
+                f"the rule nests too deeply for SQL (more than {LIMITS.sql_nesting} levels of "
+                "parentheses once compiled); flatten nested arithmetic and conditions",
+                1,
+            )
         if token.text == ")":
             raise RuleError("unmatched ')'", token.start + 1)
         if token.kind != "end":
@@ -260,30 +196,42 @@ class _Parser:
     def comparison(self) -> _Typed:
         left = self.sum_()
         token = self.peek()
-        if token.kind == "op" and token.text in ("==", "!=", "<", "<=", ">", ">="):
+        if token.kind == "op" and token.text in _COMPARE_OPS:
             self.advance()
             result = self.compare(token, left, self.sum_())
             after = self.peek()
-            if after.kind == "op" and after.text in ("==", "!=", "<", "<=", ">", ">="):
+            if after.kind == "op" and after.text in _COMPARE_OPS:
                 raise RuleError(
-                    "comparisons cannot be chained; write 'a < x and x < b'", after.start + 1
+                    "comparisons cannot be chained; write 'a < x and x < b' or 'x between a and b'",
+                    after.start + 1,
                 )
             return result
-        if self.at("keyword", "in"):
+        if token.kind == "keyword" and token.text in ("in", "between", "is"):
             self.advance()
-            return self.in_list(left, negated=False)
+            return self.special(token, left, negated=False)
         if self.at("keyword", "not"):
-            if self.peek(1).kind == "keyword" and self.peek(1).text == "in":
+            following = self.peek(1)
+            if following.kind == "keyword" and following.text in ("in", "between"):
                 self.advance()
                 self.advance()
-                return self.in_list(left, negated=True)
+                return self.special(following, left, negated=True)
             raise RuleError(
-                "expected 'in' after 'not' (as in x not in [...]), or join with 'and not'",
+                "expected 'in' or 'between' after 'not' (as in x not in [...]), "
+                "or join with 'and not'",
                 token.start + 1,
             )
+        if left.kind == "bool" and isinstance(left.node, FieldRef | Literal_):
+            self.count_condition(left.start)
         return left
 
-    def compare(self, op: _Token, left: _Typed, right: _Typed) -> _Typed:
+    def special(self, token: Token, left: _Typed, *, negated: bool) -> _Typed:
+        if token.text == "in":
+            return self.in_list(left, negated=negated)
+        if token.text == "between":
+            return self.between(token, left, negated=negated)
+        return self.is_null(token, left)
+
+    def compare(self, op: Token, left: _Typed, right: _Typed) -> _Typed:
         for side in (left, right):
             if side.kind == "condition":
                 raise RuleError(
@@ -291,6 +239,7 @@ class _Parser:
                     "combine conditions with 'and' / 'or'",
                     side.start + 1,
                 )
+        self.count_condition(left.start)
         if "null" in (left.kind, right.kind):
             return self.null_test(op, left, right)
         if op.text not in ("==", "!="):
@@ -308,10 +257,15 @@ class _Parser:
                 + ("; put text in quotes" if left.kind == "string" else ""),
                 right.start + 1,
             )
+        self.check_units(left, right)
         node = Compare(op.text, left.node, right.node)  # type: ignore[arg-type]
         return _Typed(node, "condition", left.start, right.end)
 
-    def null_test(self, op: _Token, left: _Typed, right: _Typed) -> _Typed:
+    def check_units(self, *sides: _Typed) -> None:
+        if problem := unit_mismatch(self.text, sides):
+            raise problem
+
+    def null_test(self, op: Token, left: _Typed, right: _Typed) -> _Typed:
         if op.text not in ("==", "!="):
             raise RuleError(
                 f"null can only be compared with == or != (x == null means x is missing), "
@@ -324,12 +278,68 @@ class _Parser:
         node = IsNull(other.node, negated=op.text == "!=")
         return _Typed(node, "condition", left.start, right.end)
 
+    def is_null(self, token: Token, left: _Typed) -> _Typed:
+        negated = self.at("keyword", "not")
+        if negated:
+            self.advance()
+        closing = self.advance()
+        if not (closing.kind == "keyword" and closing.text == "null"):
+            raise RuleError(
+                f"expected 'null' after '{'is not' if negated else 'is'}' (x is null, "
+                f"x is not null), found {closing.text!r}; compare values with == or !=",
+                closing.start + 1,
+            )
+        if left.kind in ("condition", "null"):
+            raise RuleError(
+                f"{self.source(left)!r} is {_KIND_NAMES[left.kind]}; 'is null' tests a field",
+                left.start + 1,
+            )
+        self.count_condition(left.start)
+        return _Typed(IsNull(left.node, negated), "condition", left.start, closing.end)
+
+    def between(self, token: Token, left: _Typed, *, negated: bool) -> _Typed:
+        low = self.sum_()
+        if not self.at("keyword", "and"):
+            found = self.peek()
+            raise RuleError(
+                f"expected 'and' in 'x between low and high', found {found.text!r}",
+                found.start + 1,
+            )
+        self.advance()
+        high = self.sum_()
+        for side in (left, low, high):
+            if side.kind != "number":
+                raise RuleError(
+                    f"'between' compares numbers, but {self.source(side)!r} is "
+                    f"{_KIND_NAMES[side.kind]}",
+                    side.start + 1,
+                )
+        self.check_units(left, low, high)
+        bounds = (low.node, high.node)
+        if all(isinstance(b, Literal_) for b in bounds):
+            a, b = (bound.value for bound in bounds)  # type: ignore[union-attr]
+            if a > b:  # type: ignore[operator]
+                raise RuleError(
+                    f"the range is empty: {self.source(low)} is above {self.source(high)}; "
+                    "write the lower bound first",
+                    low.start + 1,
+                )
+        self.count_condition(left.start)
+        self.count_condition(left.start)
+        node: Rule
+        if negated:
+            node = Or((Compare("<", left.node, low.node), Compare(">", left.node, high.node)))
+        else:
+            node = And((Compare(">=", left.node, low.node), Compare("<=", left.node, high.node)))
+        return _Typed(node, "condition", left.start, high.end)
+
     def in_list(self, left: _Typed, *, negated: bool) -> _Typed:
         if left.kind in ("condition", "null"):
             raise RuleError(
                 f"{self.source(left)!r} is {_KIND_NAMES[left.kind]}; 'in' needs a field",
                 left.start + 1,
             )
+        self.count_condition(left.start)
         opening = self.advance()
         if opening.text != "[":
             raise RuleError('expected a list after \'in\', e.g. ["a", "b"]', opening.start + 1)
@@ -351,14 +361,21 @@ class _Parser:
 
     def list_item(self, left: _Typed) -> int | float | str | bool:
         token = self.advance()
+        self.list_values += 1
+        if self.list_values > LIMITS.list_values:
+            raise RuleError(
+                f"too many values in lists (at most {LIMITS.list_values:,} in one rule); select "
+                "on a field that groups them instead",
+                token.start + 1,
+            )
         sign = 1
-        if token.text == "-" and self.peek().kind == "number":
+        if token.text == "-" and self.peek().kind in ("number", "duration"):
             sign, token = -1, self.advance()
         if token.kind == "keyword" and token.text == "null":
             raise RuleError(
-                "null cannot be in a list; write 'x == null or x in [...]'", token.start + 1
+                "null cannot be in a list; write 'x is null or x in [...]'", token.start + 1
             )
-        if token.kind == "number" and isinstance(token.value, int | float):
+        if token.kind in ("number", "duration") and isinstance(token.value, int | float):
             value: int | float | str | bool = sign * token.value
             kind: _Kind = "number"
         elif token.kind == "string" and isinstance(token.value, str):
@@ -387,13 +404,16 @@ class _Parser:
             left = self.arithmetic(self.advance(), left, self.unary())
         return left
 
-    def arithmetic(self, op: _Token, left: _Typed, right: _Typed) -> _Typed:
+    def arithmetic(self, op: Token, left: _Typed, right: _Typed) -> _Typed:
         for side in (left, right):
             self.number_operand(op, side)
+        self.count_operator(op)
+        hi, lo = arithmetic_bounds(op.text, op.start, left, right)
         node = BinOp(op.text, left.node, right.node)  # type: ignore[arg-type]
-        return _Typed(node, "number", left.start, right.end)
+        days = left.days and right.days and op.text in ("+", "-")
+        return _Typed(node, "number", left.start, right.end, hi, lo, days)
 
-    def number_operand(self, op: _Token, side: _Typed) -> None:
+    def number_operand(self, op: Token, side: _Typed) -> None:
         if side.kind != "number":
             raise RuleError(
                 f"{op.text!r} works on numbers, but {self.source(side)!r} is "
@@ -410,14 +430,22 @@ class _Parser:
         self.depth -= 1
         self.number_operand(token, operand)
         node = operand.node
-        literal = isinstance(node, Literal_) and isinstance(node.value, int | float)
-        negated = Literal_(-node.value) if literal else Neg(node)  # type: ignore[union-attr,operator]
-        return _Typed(negated, "number", token.start, operand.end)
+        if isinstance(node, Literal_) and isinstance(node.value, int | float):
+            negated: Rule = Literal_(-node.value)
+        else:
+            self.count_operator(token)
+            negated = Neg(node)
+        return _Typed(
+            negated, "number", token.start, operand.end, operand.hi, operand.lo, operand.days
+        )
 
     def atom(self) -> _Typed:
         token = self.advance()
-        if token.kind == "number":
-            return _Typed(Literal_(token.value), "number", token.start, token.end)
+        if token.kind in ("number", "duration") and isinstance(token.value, int | float):
+            size = abs(token.value)
+            lo = size * _QUANTUM if size else float("inf")
+            days = token.kind == "duration"
+            return _Typed(Literal_(token.value), "number", token.start, token.end, size, lo, days)
         if token.kind == "string":
             return _Typed(Literal_(token.value), "string", token.start, token.end)
         if token.kind == "keyword" and token.text in ("true", "false", "null"):
@@ -437,37 +465,38 @@ class _Parser:
                     f"found {closing.text!r}",
                     closing.start + 1,
                 )
-            return _Typed(inner.node, inner.kind, token.start, closing.end)
+            return _Typed(
+                inner.node, inner.kind, token.start, closing.end, inner.hi, inner.lo, inner.days
+            )
         raise RuleError(f"expected a field, number or text, found {token.text!r}", token.start + 1)
 
-    def field(self, token: _Token) -> _Typed:
+    def field(self, token: Token) -> _Typed:
         name = token.text
         info = FIELDS.get(name)
         if info is None:
-            raise RuleError(f"unknown field {name!r}; {_suggest(name)}", token.start + 1)
-        return _Typed(FieldRef(name), info.type, token.start, token.end)
+            suggestion = suggest(name)
+            listing = (
+                () if "did you mean" in suggestion else ("valid fields: " + ", ".join(FIELDS),)
+            )
+            raise RuleError(f"unknown field {name!r}; {suggestion}", token.start + 1, listing)
+        hi, lo = (LIMITS.field, _FIELD_SMALLEST * _QUANTUM) if info.type == "number" else (0, 0)
+        days = info.unit == "days"
+        return _Typed(FieldRef(name), info.type, token.start, token.end, hi, lo, days)
 
     def condition(self, item: _Typed) -> _Typed:
         if item.kind in ("condition", "bool"):
             return item
         source = self.source(item)
         example = {"number": f"{source} > 0", "string": f'{source} == "..."'}.get(item.kind)
-        hint = f"; compare it, e.g. {example}" if example else "; write field == null"
+        hint = f"; compare it, e.g. {example}" if example else "; write field is null"
         raise RuleError(
             f"{source!r} is {_KIND_NAMES[item.kind]}, not a condition{hint}", item.start + 1
         )
 
 
-def _suggest(name: str) -> str:
-    suffix = [field for field in FIELDS if field.endswith("." + name)]
-    close = suffix or difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {close[0]!r}? ({_SEE_FIELDS})"
-    return f'{_SEE_FIELDS}; text values need quotes, e.g. "{name}"'
-
-
 __all__ = [
     "FIELDS",
+    "LIMITS",
     "And",
     "BinOp",
     "Compare",
@@ -475,6 +504,7 @@ __all__ = [
     "FieldRef",
     "InList",
     "IsNull",
+    "Limits",
     "Literal_",
     "Neg",
     "Not",

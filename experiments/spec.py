@@ -161,7 +161,7 @@ class Segment(StrictModel):
         try:
             parse_rule(value)
         except RuleError as error:
-            raise ValueError(str(error)) from None
+            raise error from None  # a ValueError; the loader shows its pointer under the line
         return value
 
 

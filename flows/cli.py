@@ -104,6 +104,8 @@ def _validate_or_exit(paths: list[Path]) -> None:
     except SpecError as error:
         for problem in error.problems:
             errors.print(f"[red]error[/red] {safe(problem)}", highlight=False, soft_wrap=True)
+            for line in problem.context:  # a rule with a caret under the mistake
+                errors.print(f"    {safe(line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 
@@ -383,6 +385,11 @@ from flows import cli_messaging  # noqa: E402  (dispatch, channels, outbox)
 app.command()(cli_messaging.dispatch)
 app.command()(cli_messaging.channels)
 app.add_typer(cli_messaging.outbox_app, name="outbox")
+
+from flows.cli_selection import risk_app, segment  # noqa: E402  (needs the helpers above)
+
+app.add_typer(risk_app, name="risk")
+app.command()(segment)
 
 
 def main() -> None:  # pragma: no cover

@@ -156,9 +156,17 @@ def test_the_field_catalogue() -> None:
         "subscription.mrr", "subscription.days_to_renewal", "subscription.days_since_plan_change",
         "card_expires_in_days", "failed_invoices", "usage_last_14d", "usage_prior_14d",
         "days_since_last_active", "onboarding_completed", "support_tickets_30d",
+        "failed_payments_30d", "invoice_past_due", "days_past_due", "in_grace_period", "paused",
+        "downgraded_90d", "billing_interval_shortened", "contract_ends_in_days",
+        "milestones_completed", "usage_trend", "churn_risk", "churn_risk_decile",
     }  # fmt: skip
     assert {n for n, f in FIELDS.items() if f.type == "bool"} == {
-        "email_consent", "sms_consent", "has_phone", "onboarding_completed",
+        "email_consent", "sms_consent", "has_phone", "onboarding_completed", "invoice_past_due",
+        "in_grace_period", "paused", "downgraded_90d", "billing_interval_shortened",
+    }  # fmt: skip
+    assert {n for n, f in FIELDS.items() if f.unit == "days"} == {
+        "tenure_days", "subscription.days_to_renewal", "subscription.days_since_plan_change",
+        "card_expires_in_days", "days_past_due", "contract_ends_in_days", "days_since_last_active",
     }  # fmt: skip
     assert {n for n, f in FIELDS.items() if f.type == "string"} == {
         "customer.country", "customer.locale", "subscription.status", "subscription.plan",
@@ -224,9 +232,21 @@ def test_the_field_catalogue() -> None:
         ("1 < tenure_days < 5", 17, "cannot be chained"),
         ("has_phone AND sms_consent", 11, "keywords are lowercase: write 'and'"),
         ("tenure_days == None", 16, "write 'null'"),
-        ("tenure_days is null", 13, "write 'x == null'"),
-        ("tenure_days not 3", 13, "expected 'in' after 'not'"),
-        ("tenure_days > 30d", 15, "'30d' is not a number"),
+        ("tenure_days is 3", 16, "expected 'null' after 'is'"),
+        ("tenure_days is not 3", 20, "expected 'null' after 'is not'"),
+        ("(tenure_days > 1) is null", 1, "'is null' tests a field"),
+        ("tenure_days not 3", 13, "expected 'in' or 'between' after 'not'"),
+        ("failed_invoices > 30d", 19, "'30d' is a duration but 'failed_invoices' is not"),
+        ("tenure_days > 30x", 15, "'30x' is not a number"),
+        ("tenure_days > 3dd", 15, "'3dd' is not a number"),
+        ("tenure_days > 1.5d", 15, "'1.5d' is not a number"),
+        ("tenure_days between 1", 22, "expected 'and' in 'x between low and high'"),
+        ("tenure_days between 5 and 1", 21, "the range is empty"),
+        ('tenure_days between "a" and 3', 21, "'between' compares numbers"),
+        ("has_phone between 1 and 3", 1, "'between' compares numbers"),
+        ("tenure_days > \uff13", 15, "not a plain digit: type numbers with 0-9; write 3"),
+        ("tenure_days > 3\u00a0", 16, "unexpected space character"),
+        ("tenure_days > 1e-12", 15, "too small"),
         ("tenure_days > 1.2.3", 15, "'1.2.3' is not a number"),
         ("tenure_days > 1e400", 15, "too large"),
         ("tenure_days > 99999999999999999999", 15, "too large"),
@@ -286,3 +306,103 @@ def test_fuzz_only_rule_errors_escape() -> None:
             parsed += 1
             assert parse_rule(to_text(rule)) == rule, text
     assert parsed > 50  # the soup does hit valid rules too
+
+
+# --- between, is null, durations -----------------------------------------------------------------
+
+
+def test_between_is_null_and_durations() -> None:
+    idle = FieldRef("days_since_last_active")
+    assert parse_rule("tenure_days between 3 and 21") == And(
+        (Compare(">=", TENURE, lit(3)), Compare("<=", TENURE, lit(21)))
+    )
+    assert parse_rule("tenure_days not between 3d and 2w") == Or(
+        (Compare("<", TENURE, lit(3)), Compare(">", TENURE, lit(14)))
+    )
+    assert parse_rule("has_phone and tenure_days between 1 and 2 and sms_consent") == And(
+        (PHONE, Compare(">=", TENURE, lit(1)), Compare("<=", TENURE, lit(2)), SMS)
+    )
+    assert parse_rule("days_since_last_active > 14d") == Compare(">", idle, lit(14))
+    assert parse_rule("days_since_last_active <= 12h") == Compare("<=", idle, lit(0.5))
+    assert parse_rule("days_since_last_active >= 2w - 1d") == Compare(
+        ">=", idle, BinOp("-", lit(14), lit(1))
+    )
+    assert parse_rule("tenure_days in [7d, -1d]") == InList(TENURE, (7, -1))
+    assert parse_rule("days_since_last_active is null") == IsNull(idle)
+    assert parse_rule("days_since_last_active is not null") == IsNull(idle, negated=True)
+    assert parse_rule("not days_since_last_active is null") == Not(IsNull(idle))
+    assert parse_rule("usage_last_14d + 1 is null") == IsNull(BinOp("+", LAST, lit(1)))
+    # durations are days; a plain number still compares with anything numeric
+    assert parse_rule("failed_invoices > 3") == Compare(">", FieldRef("failed_invoices"), lit(3))
+
+
+def test_error_pointer_shows_a_caret_under_the_bad_token() -> None:
+    text = "tenure_days > 3 and tenur_days < 9"
+    with pytest.raises(RuleError) as caught:
+        parse_rule(text)
+    lines = caught.value.pointer()
+    assert lines[0] == text
+    assert lines[1] == " " * 20 + "^"
+    assert len(lines) == 2  # the message has a did-you-mean
+    with pytest.raises(RuleError) as caught:
+        parse_rule("zzz > 1")
+    assert caught.value.pointer()[2].startswith("valid fields: customer.country, customer.locale,")
+    with pytest.raises(RuleError) as caught:
+        parse_rule("x" * 200 + " > 3")  # a long rule: a window around the column
+    first, caret = caught.value.pointer(width=40)[:2]
+    assert len(first) <= 42 and first.endswith("…") and caret == "^"
+    with pytest.raises(RuleError) as caught:
+        parse_rule("usage_last_14d > 1 and " * 3 + "usage_last_14d >\n\tqqq")
+    first, caret = caught.value.pointer()[:2]
+    assert "\n" not in first and first[len(caret) - 1] == "q"
+
+
+# --- Limits (issue 11): whatever parses can run; whatever cannot is an error ----------------------
+
+
+def _or_chain(n: int) -> str:
+    return " or ".join(f"tenure_days == {i}" for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (_or_chain(1001), "too many conditions (at most 1,000)"),
+        (" and ".join(["has_phone"] * 1001), "too many conditions"),
+        ("tenure_days" + " + 1" * 101 + " > 0", "too many arithmetic operators (at most 100)"),
+        ("tenure_days" + " + tenure_days" * 1000 + " > 0", "too many arithmetic operators"),
+        ("(" * 33 + "has_phone" + ")" * 33, "nested too deeply (at most 32"),
+        ("(" * 5000 + "has_phone" + ")" * 5000, "nested too deeply"),
+        ("tenure_days in [" + ", ".join(map(str, range(10_001))) + "]", "too many values in lists"),
+        ("tenure_days in [" + ", ".join(map(str, range(100_000))) + "]", "too long"),
+        ("tenure_days > 1000000000000001", "too large"),
+        ("has_phone" + " " * 1_000_000, "at most 1,000,000 characters"),
+        ("tenure_days" + " * 1e15" * 20 + " > 0", "could leave the range"),
+        ("tenure_days" + " * tenure_days" * 30 + " > 0", "could leave the range"),
+        ("usage_last_14d" + " / 1e-9" * 15 + " > 1", "could leave"),
+        (
+            "1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 == 0",
+            "range",
+        ),
+        ("tenure_days * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 * 1e-9 > 0", "range"),
+    ],
+)
+def test_limits_are_rule_errors(text: str, fragment: str) -> None:
+    with pytest.raises(RuleError, match=r"^column") as caught:
+        parse_rule(text)
+    assert fragment in caught.value.message
+    assert "\n" not in str(caught.value)
+
+
+def test_rules_at_the_limits_parse() -> None:
+    assert len(parse_rule(_or_chain(1000)).items) == 1000  # type: ignore[union-attr]
+    parse_rule("tenure_days" + " + 1" * 100 + " > 0")
+    parse_rule("(" * 32 + "has_phone" + ")" * 32)
+    parse_rule("tenure_days in [" + ", ".join(map(str, range(10_000))) + "]")
+    parse_rule("tenure_days > 1000000000000000 and tenure_days < -1e15")
+    parse_rule("tenure_days * usage_last_14d * subscription.mrr / usage_prior_14d > 1")
+
+
+def test_injection_attempts_are_literals() -> None:
+    rule = parse_rule('subscription.plan == "x\'; drop table customers; --"')
+    assert rule == Compare("==", FieldRef("subscription.plan"), lit("x'; drop table customers; --"))

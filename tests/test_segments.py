@@ -30,9 +30,10 @@ from experiments.rules import (
     Rule,
     parse_rule,
 )
-from models import segments
+from models import features as features_module
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
 from models.records import Assignment, Experiment
+from models.risk_tables import RiskModel, RiskScore
 from models.segments import customer_features, feature_rows, segment_query, select_segment
 
 AS_OF = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -50,6 +51,8 @@ class Data:
     cards: list[PaymentMethod] = field(default_factory=list)
     invoices: list[Invoice] = field(default_factory=list)
     activity: list[ActivityEvent] = field(default_factory=list)
+    models: list[RiskModel] = field(default_factory=list)
+    scores: list[RiskScore] = field(default_factory=list)
 
     def customer(self, cid: int, created_at: datetime, **kw: Any) -> None:
         kw.setdefault("name", f"Customer {cid}")
@@ -82,11 +85,43 @@ class Data:
         )
 
     def invoice(
-        self, cid: int, status: str, due_at: datetime, paid_at: datetime | None = None
+        self,
+        cid: int,
+        status: str,
+        due_at: datetime,
+        paid_at: datetime | None = None,
+        attempts: int = 1,
     ) -> None:
         self.invoices.append(
             Invoice(
-                customer_id=cid, amount_cents=1900, status=status, due_at=due_at, paid_at=paid_at
+                customer_id=cid,
+                amount_cents=1900,
+                status=status,
+                due_at=due_at,
+                paid_at=paid_at,
+                attempts=attempts,
+            )
+        )
+
+    def score(
+        self, sid: int, model: int, cid: int, as_of: datetime, risk: float, decile: int
+    ) -> None:
+        if not any(m.id == model for m in self.models):
+            self.models.append(
+                RiskModel(
+                    id=model,
+                    version=f"v{model}",
+                    horizon_days=30,
+                    train_start=as_of,
+                    train_end=as_of,
+                    n_train=1,
+                    trained_at=as_of,
+                    model_json="{}",
+                )
+            )
+        self.scores.append(
+            RiskScore(
+                id=sid, model_id=model, customer_id=cid, as_of=as_of, churn_risk=risk, decile=decile
             )
         )
 
@@ -114,10 +149,14 @@ def build_data() -> Data:
     d.subscription(101, 1, datetime(2025, 1, 1, tzinfo=UTC), status="canceled")
     d.subscription(102, 1, datetime(2026, 2, 20, tzinfo=UTC), plan="pro", mrr_cents=4950,
                    current_period_end=datetime(2026, 3, 20, tzinfo=UTC),
-                   previous_plan="basic", plan_changed_at=AS_OF - 3 * DAY)  # fmt: skip
+                   previous_plan="basic", plan_changed_at=AS_OF - 3 * DAY,
+                   previous_mrr_cents=1900, previous_billing_interval="month")  # fmt: skip
+    # 2: a downgrade 100 days ago (too old for downgraded_90d) from yearly to quarterly billing
     d.subscription(103, 2, datetime(2025, 6, 1, tzinfo=UTC), billing_interval="quarter",
                    mrr_cents=2950, status="past_due",
-                   current_period_end=datetime(2026, 3, 5, tzinfo=UTC))  # fmt: skip
+                   current_period_end=datetime(2026, 3, 5, tzinfo=UTC),
+                   plan_changed_at=AS_OF - 100 * DAY, previous_mrr_cents=3500,
+                   previous_billing_interval="year")  # fmt: skip
     # 4: two subscriptions started at the same moment: the higher id (105) is current
     tie = datetime(2025, 1, 15, tzinfo=UTC)
     d.subscription(104, 4, tie, billing_interval="year", mrr_cents=1000)
@@ -127,7 +166,9 @@ def build_data() -> Data:
     d.subscription(106, 5, datetime(2026, 2, 25, tzinfo=UTC), plan="trial", mrr_cents=0,
                    status="trialing", plan_changed_at=AS_OF + DAY)  # fmt: skip
     d.subscription(107, 5, AS_OF + 2 * DAY, plan="pro")
-    d.subscription(108, 7, AS_OF)
+    # 7: a downgrade 10 days ago from quarterly to monthly billing
+    d.subscription(108, 7, AS_OF, plan_changed_at=AS_OF - 10 * DAY, previous_mrr_cents=5000,
+                   previous_billing_interval="quarter")  # fmt: skip
 
     d.card(201, 1, date(2026, 3, 30), datetime(2026, 2, 20, tzinfo=UTC), default=True)
     d.card(202, 1, date(2026, 3, 5), datetime(2026, 2, 21, tzinfo=UTC), default=False)
@@ -136,6 +177,9 @@ def build_data() -> Data:
     d.card(205, 4, date(2026, 1, 31), datetime(2024, 1, 15, tzinfo=UTC), default=True)
     d.card(206, 4, date(2028, 5, 31), datetime(2023, 1, 1, tzinfo=UTC), default=True)  # older
     d.card(207, 5, date(2027, 1, 31), datetime(2026, 2, 25, tzinfo=UTC), default=False)
+    # 7: the card on file at AS_OF was replaced after it (the default flag is today's)
+    d.card(208, 7, date(2026, 3, 31), datetime(2026, 1, 1, tzinfo=UTC), default=False)
+    d.card(209, 7, date(2029, 3, 31), AS_OF + 2 * DAY, default=True)
 
     d.invoice(2, "failed", AS_OF - 5 * DAY)
     d.invoice(2, "open", AS_OF - SECOND)
@@ -144,12 +188,23 @@ def build_data() -> Data:
     d.invoice(2, "paid", AS_OF - 40 * DAY, paid_at=AS_OF - 39 * DAY)
     d.invoice(2, "void", AS_OF - 20 * DAY)
     d.invoice(4, "failed", AS_OF)  # due exactly at AS_OF: not before it
+    d.invoice(1, "paid", AS_OF - 20 * DAY, paid_at=AS_OF - 16 * DAY, attempts=2)  # retried
+    d.invoice(1, "paid", AS_OF - 31 * DAY, paid_at=AS_OF - 28 * DAY, attempts=3)  # too old
+    d.invoice(3, "failed", AS_OF - 40 * DAY, attempts=3)  # unpaid for 40 days: past the grace
+
+    d.score(301, 1, 1, AS_OF - 2 * DAY, 0.3, 7)
+    d.score(302, 1, 1, AS_OF + DAY, 0.9, 10)  # scored after AS_OF
+    d.score(303, 1, 2, AS_OF - DAY, 0.05, 1)
+    d.score(304, 2, 2, AS_OF - DAY, 0.07, 2)  # same moment, later model: this one
+    d.score(305, 2, 4, AS_OF, 0.5, 9)  # exactly at AS_OF counts
 
     d.event(1, "login", AS_OF - DAY, 3)
     d.event(1, "feature_use", AS_OF - 14 * DAY, 2)  # first instant of the last-14d window
     d.event(1, "login", AS_OF - 14 * DAY - SECOND, 5)  # last instant of the prior window
     d.event(1, "login", AS_OF, 7)  # at AS_OF: not before it
     d.event(1, "milestone", AS_OF - 2 * DAY, name="onboarding_completed")
+    d.event(1, "milestone", AS_OF - 3 * DAY, name="onboarding_completed")  # counted once
+    d.event(1, "milestone", AS_OF - 4 * DAY, name="first_invoice")
     d.event(1, "support_ticket", AS_OF - 30 * DAY)  # first instant of the 30d window
     d.event(2, "login", AS_OF - 20 * DAY, 6)
     d.event(2, "feature_use", AS_OF - 28 * DAY, 1)  # first instant of the prior window
@@ -169,7 +224,9 @@ def build_data() -> Data:
 
 def insert(engine: Engine, data: Data) -> None:
     with Session(engine) as session:
-        for rows in (data.customers, data.subscriptions, data.cards, data.invoices, data.activity):
+        tables = (data.customers, data.subscriptions, data.cards, data.invoices, data.activity,
+                  data.models, data.scores)  # fmt: skip
+        for rows in tables:
             session.add_all(rows)
             session.flush()
         session.commit()
@@ -205,11 +262,16 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
             [s for s in d.subscriptions if s.customer_id == c.id and s.started_at <= as_of],
             lambda s: s.started_at,
         )
+        replaced_later = any(
+            p.customer_id == c.id and p.is_default and p.created_at > as_of for p in d.cards
+        )
         card = latest(
             [
                 p
                 for p in d.cards
-                if p.customer_id == c.id and p.is_default and p.created_at <= as_of
+                if p.customer_id == c.id
+                and (p.is_default or replaced_later)
+                and p.created_at <= as_of
             ],
             lambda p: p.created_at,
         )
@@ -220,6 +282,17 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
             return sum(e.quantity for e in rows if as_of - start <= e.occurred_at < as_of - end)
 
         changed = sub.plan_changed_at if sub else None
+        invoices = [i for i in d.invoices if i.customer_id == c.id and i.due_at < as_of]
+        unpaid = [
+            i for i in invoices
+            if i.status in ("failed", "open") and (i.paid_at is None or i.paid_at >= as_of)
+        ]  # fmt: skip
+        past_due = days(as_of, min(i.due_at for i in unpaid)) if unpaid else None
+        rank = {"month": 1, "quarter": 2, "year": 3, None: None}
+        score = latest(
+            [r for r in d.scores if r.customer_id == c.id and r.as_of <= as_of], lambda r: r.as_of
+        )
+        last14, prior14 = total(active, 14 * DAY, 0 * DAY), total(active, 28 * DAY, 14 * DAY)
         out[c.id] = {
             "customer.country": c.country,
             "customer.locale": c.locale,
@@ -257,6 +330,38 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
             "support_tickets_30d": total(
                 [e for e in events if e.kind == "support_ticket"], 30 * DAY, 0 * DAY
             ),
+            "failed_payments_30d": sum(
+                1
+                for i in invoices
+                if i.due_at >= as_of - 30 * DAY and (i.status == "failed" or i.attempts > 1)
+            ),
+            "invoice_past_due": bool(unpaid),
+            "days_past_due": past_due,
+            "in_grace_period": past_due is not None and past_due <= 27,
+            "paused": bool(sub and sub.status == "paused"),
+            "downgraded_90d": bool(
+                sub
+                and changed
+                and as_of - 90 * DAY <= changed < as_of
+                and sub.previous_mrr_cents is not None
+                and sub.previous_mrr_cents > sub.mrr_cents
+            ),
+            "billing_interval_shortened": bool(
+                sub
+                and changed
+                and changed < as_of
+                and sub.previous_billing_interval
+                and rank[sub.previous_billing_interval] > rank[sub.billing_interval]  # type: ignore[operator]
+            ),
+            "contract_ends_in_days": (
+                days(sub.current_period_end, as_of)
+                if sub and sub.billing_interval in ("quarter", "year") and sub.status != "canceled"
+                else None
+            ),
+            "milestones_completed": len({e.name for e in events if e.kind == "milestone"}),
+            "usage_trend": last14 / prior14 if prior14 else None,
+            "churn_risk": score.churn_risk if score else None,
+            "churn_risk_decile": score.decile if score else None,
         }
     return out
 
@@ -350,12 +455,29 @@ def test_features_of_note(engine: Engine, data: Data) -> None:
     assert rows[2]["card_expires_in_days"] == pytest.approx(8.5)  # the later card is not yet there
     assert rows[4]["card_expires_in_days"] == pytest.approx(-29.5)  # expired; newest default card
     assert rows[5]["card_expires_in_days"] is None  # no default card
+    assert rows[7]["card_expires_in_days"] == pytest.approx(29.5)  # default then, replaced since
     assert rows[1]["days_since_last_active"] == pytest.approx(1.0)
     assert rows[7]["days_since_last_active"] is None  # only activity after AS_OF
     assert rows[1]["onboarding_completed"] is True and rows[2]["onboarding_completed"] is False
     assert rows[7]["tenure_days"] == 0
     assert rows[3]["has_phone"] is False and rows[3]["subscription.mrr"] is None
     assert rows[2]["subscription.mrr"] == pytest.approx(29.5)
+    # the early-warning catalogue
+    assert [rows[i]["failed_payments_30d"] for i in (1, 2, 3, 4)] == [1, 2, 0, 0]
+    assert rows[2]["days_past_due"] == pytest.approx(10.0) and rows[2]["in_grace_period"] is True
+    assert rows[3]["days_past_due"] == pytest.approx(40.0) and rows[3]["in_grace_period"] is False
+    assert rows[3]["invoice_past_due"] is True and rows[1]["days_past_due"] is None
+    assert rows[4]["paused"] is True and rows[1]["paused"] is False and rows[3]["paused"] is False
+    assert [rows[i]["downgraded_90d"] for i in (1, 2, 7)] == [False, False, True]
+    assert [rows[i]["billing_interval_shortened"] for i in (1, 2, 7)] == [False, True, True]
+    assert rows[4]["contract_ends_in_days"] == pytest.approx(319.5)  # yearly, paused
+    assert rows[1]["contract_ends_in_days"] is None  # monthly
+    assert rows[1]["milestones_completed"] == 2 and rows[4]["milestones_completed"] == 1
+    assert rows[1]["usage_trend"] == pytest.approx(1.0) and rows[2]["usage_trend"] == 0
+    assert rows[5]["usage_trend"] is None  # no prior usage
+    assert (rows[1]["churn_risk"], rows[1]["churn_risk_decile"]) == (0.3, 7)
+    assert (rows[2]["churn_risk"], rows[2]["churn_risk_decile"]) == (0.07, 2)
+    assert rows[4]["churn_risk_decile"] == 9 and rows[3]["churn_risk"] is None
 
 
 def test_feature_rows_for_some_customers(engine: Engine, data: Data) -> None:
@@ -369,9 +491,9 @@ def test_feature_rows_in_chunks(
     engine: Engine, data: Data, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     everyone = feature_rows(engine, AS_OF)
-    monkeypatch.setattr(segments, "_CHUNK", 2)
+    monkeypatch.setattr(features_module, "_CHUNK", 2)
     assert feature_rows(engine, AS_OF, customer_ids=[7, 1, 4, 2, 3, 6, 5, 4]) == everyone
-    monkeypatch.setattr(segments, "_CHUNK", 1000)
+    monkeypatch.setattr(features_module, "_CHUNK", 1000)
     many = [*range(-40_000, 0), 3, 5]  # more ids than SQLite allows parameters in one query
     assert feature_rows(engine, AS_OF, customer_ids=many) == [everyone[2], everyone[4]]
 
@@ -420,6 +542,18 @@ RULES = [
     "not not has_phone",
     'not (customer.country == "US" and not (failed_invoices > 0))',
     "onboarding_completed == false or email_consent != true",
+    "failed_payments_30d >= 1 and invoice_past_due",
+    "days_past_due between 5d and 30d or in_grace_period",
+    "paused or downgraded_90d or billing_interval_shortened",
+    "contract_ends_in_days <= 60d and contract_ends_in_days is not null",
+    "milestones_completed < 2 and tenure_days not between 1 and 30",
+    "usage_trend < 0.5 or usage_trend is null",
+    "churn_risk >= 0.1 or churn_risk_decile in [9, 10]",
+    "churn_risk is null",
+    "days_since_last_active > 14d or days_since_last_active is null",
+    "tenure_days * 1e15 > 1e15 * 100 and usage_last_14d * 1000000 * 1000000 >= 0",
+    "(tenure_days - 1000000000000000) * 1000000000000000 < 0",
+    "tenure_days / 0 is null and -usage_last_14d - 1 < 0",
 ]
 
 
@@ -436,10 +570,10 @@ def test_rule_selects_what_the_reference_evaluator_selects(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('card_expires_in_days <= 30 and subscription.status == "active"', [1]),
+        ('card_expires_in_days <= 30 and subscription.status == "active"', [1, 7]),
         (RULES[1], [2]),
         ("tenure_days <= 21 and not onboarding_completed", [7]),
-        ("not (card_expires_in_days <= 30)", [3, 5, 7]),  # no card: the comparison is false
+        ("not (card_expires_in_days <= 30)", [3, 5]),  # no card: the comparison is false
         ("usage_last_14d / usage_prior_14d == 0.5", [4]),  # 1 / 2, not integer division
         ('subscription.status not in ["active", "trialing"]', [2, 4]),  # null status: false
     ],
