@@ -1,7 +1,7 @@
 """churn-risk models and scores
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0006
 Create Date: 2026-12-02 07:30:00
 
 The fitted churn-risk models (training window, horizon, held-out AUC, design and coefficients as
@@ -14,7 +14,7 @@ import sqlmodel
 
 
 revision = '0007'
-down_revision = '0002'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
