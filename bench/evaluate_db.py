@@ -341,7 +341,7 @@ def main() -> None:
     )
     as_of = T0 + timedelta(days=SPREAD_DAYS + 1)
 
-    # The baseline is the faster of JIT on and off (the evaluation runs with it off).
+    # The baseline is the faster of JIT on and off (the evaluation keeps the server's setting).
     bare_best = Best()
     for jit in (True, False) if dialect == "postgresql" else (True,):
         best = Best()
