@@ -2,8 +2,9 @@
 not ruled out by address, consent or suppression), sent, delivered, opened or clicked; from the
 outbox's statuses and the delivery events, in one grouped query.
 
-An arm with no outbox rows (the control arm, until "would have sent" records exist) has ``None``
-for the message stages, and the delivery stages are ``None`` everywhere until some delivery event
+A control arm's messages are the dispatcher's "would have sent" records (``withheld``), so its
+sent stage counts what would have gone out; an arm with no outbox rows at all has ``None`` for the
+message stages, and the delivery stages are ``None`` everywhere until some delivery event
 of the experiment exists: the report then shows what exists and leaves the rest empty.
 """
 
@@ -27,6 +28,8 @@ from models.sqltime import days_between
 # Skip reasons that mean the customer could not be reached on that channel at all.
 INELIGIBLE = ("no_address", "no_consent", "suppressed")
 ENGAGED = ("open", "opened", "click", "clicked")
+# A control customer's eligible would-be message is recorded ``withheld``: its "sent" stage.
+SENT = ("sent", "withheld")
 
 
 def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
@@ -49,7 +52,7 @@ def funnel_counts(engine: Engine, experiment_id: int) -> dict[str, FunnelCounts]
             func.count(),
             _flag(exists().where(mine)),
             _flag(exists().where(mine, reachable)),
-            _flag(exists().where(mine, m.c.status == "sent")),
+            _flag(exists().where(mine, m.c.status.in_(SENT))),
             _flag(event("delivered")),
             _flag(event(*ENGAGED)),
         )

@@ -18,7 +18,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, func, literal, select
+from sqlalchemy import Integer, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -26,7 +26,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from experiments.metrics import CATALOGUE
 from experiments.spec import Costs
 from experiments.stats import SampleStats
-from models.metric_sql import ASSIGNMENTS, Window, metric_value
+from models.metric_sql import ASSIGNMENTS, Window, customer_values, experiment_rows
 from models.sqltime import days_between
 
 
@@ -56,23 +56,19 @@ def daily_statistics(
 ) -> tuple[datetime | None, dict[str, dict[int, SampleStats]]]:
     """The first assignment's time, and per arm and day since it, the sufficient statistics of the
     customers of ``metric`` who became countable that day (not cumulative), as of ``as_of``."""
-    a = ASSIGNMENTS
     window = Window(as_of=as_of, days=CATALOGUE[metric].window_days, costs=costs or Costs())
+    a = ASSIGNMENTS
     start = (
-        select(func.min(ASSIGNMENTS.c.assigned_at))
-        .where(ASSIGNMENTS.c.experiment_id == experiment_id)
+        select(func.min(a.c.assigned_at))
+        .where(a.c.experiment_id == experiment_id)
         .scalar_subquery()
     )
-    countable = _ceil_int(days_between(a.c.assigned_at, start) + window.days)
-    value = metric_value(metric, window)
-    per_customer = (
-        select(a.c.arm.label("arm"), countable.label("day"), value.label("v"))
-        .where(
-            a.c.experiment_id == experiment_id,
-            days_between(literal(as_of, a.c.assigned_at.type), a.c.assigned_at) >= window.days,
-        )
-        .subquery()
-    )
+    mature = experiment_rows(experiment_id, as_of, window.days)
+    values = customer_values(metric, window, mature).subquery("values")
+    countable = _ceil_int(days_between(values.c.assigned_at, start) + window.days)
+    per_customer = select(
+        values.c.arm.label("arm"), countable.label("day"), values.c.y.label("v")
+    ).subquery()
     v = per_customer.c.v
     query = select(
         per_customer.c.arm,

@@ -77,6 +77,9 @@ def seed_experiment(engine: Engine, seed: int = 9) -> Seeded:
             if rng.random() < 0.1:
                 m.status, m.status_reason = "skipped", "no_consent"
                 seeded.skipped[m.arm] = seeded.skipped.get(m.arm, 0) + 1
+            elif m.shadow:  # control: would have been sent (intent-to-treat), never is
+                m.status, m.status_reason = "withheld", "control"
+                seeded.sent[m.arm] = seeded.sent.get(m.arm, 0) + 1
             else:
                 m.status, m.sent_at = "sent", m.scheduled_at
                 seeded.sent[m.arm] = seeded.sent.get(m.arm, 0) + 1
