@@ -44,6 +44,7 @@ from scipy import stats as sps
 from experiments.metrics import MetricKind
 
 PLAN_HORIZONS_DAYS = (14, 28, 56)
+MAX_SAMPLE = 1e15  # units per arm beyond which a plan is refused rather than overflowing
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,13 @@ def sample_size_per_arm(
             raise ValueError("a relative mde needs a baseline_mean other than 0")
         delta = delta * base
     var_sum = _variance_sum(kind, baseline_mean, baseline_variance, delta)
-    n = (z_alpha + z_power) ** 2 * var_sum / delta**2
+    squared = delta * delta
+    n = (z_alpha + z_power) ** 2 * var_sum / squared if squared > 0 else math.inf
+    if not n < MAX_SAMPLE:
+        raise ValueError(
+            f"an mde of {mde!r} needs more than {MAX_SAMPLE:,.0f} units per arm; "
+            "plan for a larger effect"
+        )
     # the tolerance keeps an exact integer (up to rounding) from being bumped to the next one
     return max(math.ceil(n * (1 - 1e-12)), 2)
 
