@@ -187,11 +187,18 @@ def _is_blank(record: list[str]) -> bool:
 
 def _open(path: Path) -> TextIO:
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            # a device or a pipe (/dev/zero, /dev/stdin) may never end: only files are read
+            raise CsvDataError(path, "is not a regular file", "give the CSV file")
         return path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
         raise CsvDataError(path, "no such file", "check the path") from None
     except IsADirectoryError:
         raise CsvDataError(path, "is a directory, not a file", "give the CSV file") from None
+    except PermissionError:
+        raise CsvDataError(
+            path, "cannot be read (permission denied)", "check its permissions"
+        ) from None
 
 
 def _sniff_delimiter(path: Path) -> str:

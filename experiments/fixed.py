@@ -26,7 +26,7 @@ from scipy import stats as sps
 
 from experiments.stats import SampleStats
 
-OmnibusStatus = Literal["ok", "n_too_small", "zero_variance"]
+OmnibusStatus = Literal["ok", "n_too_small", "zero_variance", "out_of_range"]
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _chi_square(arms: Mapping[str, SampleStats]) -> OmnibusResult:
     chi2 = 0.0
     for s in arms.values():
         for observed, expected in ((s.sum, s.n * rate), (s.n - s.sum, s.n * (1 - rate))):
-            chi2 += (observed - expected) ** 2 / expected
+            chi2 += (observed - expected) * (observed - expected) / expected
     return OmnibusResult(chi2, df, float(sps.chi2.sf(chi2, df)), method, "ok")
 
 
@@ -150,13 +150,22 @@ def _welch_anova(arms: Mapping[str, SampleStats]) -> OmnibusResult:
     weights = [s.n / s.variance for s in stats]
     w_total = sum(weights)
     grand = sum(w * s.mean for w, s in zip(weights, stats, strict=True)) / w_total
-    between = sum(w * (s.mean - grand) ** 2 for w, s in zip(weights, stats, strict=True)) / df1
-    lam = sum((1 - w / w_total) ** 2 / (s.n - 1) for w, s in zip(weights, stats, strict=True))
+    # products, not **: a float ** raises OverflowError where a product gives inf (checked below)
+    between = (
+        sum(w * (s.mean - grand) * (s.mean - grand) for w, s in zip(weights, stats, strict=True))
+        / df1
+    )
+    lam = sum(
+        (1 - w / w_total) * (1 - w / w_total) / (s.n - 1)
+        for w, s in zip(weights, stats, strict=True)
+    )
     f_stat = between / (1 + 2 * (k - 2) / (k * k - 1) * lam)
+    if not (math.isfinite(f_stat) and math.isfinite(lam)) or lam <= 0:
+        return OmnibusResult(None, df1, None, method, "out_of_range")
     df2 = (k * k - 1) / (3 * lam)
     p_value = float(sps.f.sf(f_stat, df1, df2))
-    if not (math.isfinite(f_stat) and math.isfinite(df2) and math.isfinite(p_value)):
-        return OmnibusResult(None, df1, None, method, "zero_variance")
+    if not (math.isfinite(df2) and math.isfinite(p_value)):
+        return OmnibusResult(None, df1, None, method, "out_of_range")
     return OmnibusResult(f_stat, df1, p_value, method, "ok", df2)
 
 

@@ -318,6 +318,11 @@ def _yaml_problem(error: MarkedYAMLError) -> tuple[int | None, str]:
             f"{name} is given twice in the same mapping; a field may appear once: "
             "remove or merge the repeated one"
         )
+    if "another document" in problem:
+        return line, (
+            "a second YAML document starts here (after '---' or '...'); an experiment file holds "
+            "one experiment: move the other to its own file"
+        )
     opened = error.context_mark
     if opened is not None and line is not None and opened.line + 1 != line:
         problem += f" (the construct opened on line {opened.line + 1} is not closed properly)"

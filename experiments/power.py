@@ -44,6 +44,7 @@ from scipy import stats as sps
 from experiments.metrics import MetricKind
 
 PLAN_HORIZONS_DAYS = (14, 28, 56)
+MAX_SAMPLE = 1e15  # units per arm beyond which a plan is refused rather than overflowing
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,13 @@ def sample_size_per_arm(
             raise ValueError("a relative mde needs a baseline_mean other than 0")
         delta = delta * base
     var_sum = _variance_sum(kind, baseline_mean, baseline_variance, delta)
-    n = (z_alpha + z_power) ** 2 * var_sum / delta**2
+    squared = delta * delta
+    n = (z_alpha + z_power) ** 2 * var_sum / squared if squared > 0 else math.inf
+    if not n < MAX_SAMPLE:
+        raise ValueError(
+            f"an mde of {mde!r} needs more than {MAX_SAMPLE:,.0f} units per arm; "
+            "plan for a larger effect"
+        )
     # the tolerance keeps an exact integer (up to rounding) from being bumped to the next one
     return max(math.ceil(n * (1 - 1e-12)), 2)
 
@@ -185,7 +192,12 @@ def mde_for_n(
     n = n_per_arm
     if kind == "continuous":
         _number("baseline_mean", baseline_mean)
-        return math.sqrt(k2 * 2 * _continuous_variance(baseline_variance) / n)
+        mde = math.sqrt(k2 * 2 * _continuous_variance(baseline_variance) / n)
+        if not math.isfinite(mde):
+            raise ValueError(
+                f"baseline_variance {baseline_variance!r} is too large to plan with in float64"
+            )
+        return mde
     p = _binary_rate(baseline_mean)
     q = 1 - p
     if n <= k2 * p / q:
@@ -246,7 +258,10 @@ def plan(
             raise ValueError(f"arm_weights[{i}] must be > 0, got {w!r}")
     arms = len(arm_weights)
     n = sample_size_per_arm(kind, baseline_mean, baseline_variance, mde, alpha, power, arms)
-    share = min(arm_weights) / math.fsum(arm_weights)
+    top = max(arm_weights)  # relative weights in (0, 1]: their sum cannot overflow
+    share = min(arm_weights) / top / math.fsum(w / top for w in arm_weights)
+    if not (share > 0 and math.isfinite(n / share)):
+        raise ValueError(f"arm_weights {list(arm_weights)} differ too much to plan with")
     total = math.ceil(n / share * (1 - 1e-12))
     if daily_inflow is None:
         return Plan(n, arms, total, None, None, {})
@@ -255,7 +270,10 @@ def plan(
         raise ValueError(f"daily_inflow must be > 0 units per day, got {inflow!r}")
     reachable: dict[int, float] = {}
     for days in PLAN_HORIZONS_DAYS:
-        n_days = math.floor(inflow * days * share)
+        units = inflow * days * share
+        if not math.isfinite(units):
+            continue
+        n_days = math.floor(units)
         try:
             reachable[days] = mde_for_n(
                 kind, baseline_mean, baseline_variance, n_days, alpha, power, arms

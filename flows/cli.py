@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import sys
 import time
@@ -363,7 +364,15 @@ def analyze(
             arm, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--weight takes ARM=WEIGHT, e.g. control=1, not {item!r}")
-            weights[arm.strip()] = float(value)
+            try:
+                share = float(value)
+            except ValueError:
+                share = math.nan
+            if not (math.isfinite(share) and share > 0):
+                raise ValueError(
+                    f"--weight {item}: the weight must be a positive number, e.g. control=1"
+                )
+            weights[arm.strip()] = share
         started = time.monotonic()
         loaded, report = analyze_csv(
             data, arm_column, baseline, metrics, out, weights, alpha, correction

@@ -279,3 +279,26 @@ def test_run_records_nothing_when_the_segment_cannot_run(
     assert str(path) in line
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(Experiment)).scalar_one() == 0
+
+
+@pytest.mark.parametrize("weight", ["abc", "nan", "1e400", "-1", "0"])
+def test_analyze_bad_weight_is_one_line(csv_file: Path, tmp_path: Path, weight: str) -> None:
+    args = ["analyze", str(csv_file), "--arm-column", "arm", "--baseline", "A"]
+    args += [
+        "--metric",
+        "converted:binary",
+        "--weight",
+        f"A={weight}",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    line = one_error_line(runner.invoke(app, args))
+    assert (
+        line == f"error --weight A={weight}: the weight must be a positive number, e.g. control=1"
+    )
+
+
+def test_analyze_a_device_is_refused_not_read_forever(tmp_path: Path) -> None:
+    args = ["analyze", "/dev/zero", "--arm-column", "arm", "--baseline", "A"]
+    result = runner.invoke(app, [*args, "--metric", "y:binary", "--out", str(tmp_path / "o")])
+    assert one_error_line(result) == "error /dev/zero: is not a regular file. Give the CSV file."

@@ -26,6 +26,7 @@ from experiments.cuped import PairedStats, cuped_adjust
 from experiments.fixed import fisher_exact_test, needs_exact, omnibus_test
 from experiments.loader import SpecError, load_spec, parse_spec
 from experiments.multiple import adjust_p_values
+from experiments.power import mde_for_n, plan
 from experiments.sequential import sequential_test
 from experiments.stats import SampleStats, srm_test, two_proportion_ztest, welch_ttest
 from experiments.survival import SurvivalCounts, kaplan_meier, log_rank, rmst_difference
@@ -250,10 +251,11 @@ def continuous_stats(draw: st.DrawFn) -> SampleStats:
     """Either consistent statistics of some data, or any finite triple the constructor takes."""
     if draw(st.booleans()):
         n = draw(st.integers(min_value=0, max_value=10**6) | st.integers(min_value=0, max_value=5))
-        mean = draw(finite.filter(lambda v: abs(v) < 1e150))
-        sd = draw(st.floats(min_value=0, max_value=1e150))
+        mean = draw(finite | finite.filter(lambda v: abs(v) < 1e150))
+        sd = draw(st.floats(min_value=0, max_value=1e150) | st.floats(min_value=0, max_value=10))
         shift = draw(st.sampled_from([0.0, mean]))
-        total, squares = n * mean, (n - 1) * sd * sd + n * (mean - shift) ** 2 if n else 0.0
+        total = n * mean
+        squares = (n - 1) * sd * sd + n * (mean - shift) * (mean - shift) if n else 0.0
         if n == 0:
             total, shift = 0.0, 0.0
         assume(math.isfinite(total) and math.isfinite(squares))
@@ -396,3 +398,30 @@ def test_fuzz_p_value_adjustment(p_values: list[float | None], method: str) -> N
         assert (raw is None) == (new is None)
         if raw is not None and new is not None:
             assert raw - 1e-12 <= new <= 1.0
+
+
+@fuzz(200)
+@given(
+    kind=st.sampled_from(["binary", "continuous"]),
+    mean=finite | st.floats(0, 1),
+    variance=st.none() | finite,
+    mde=finite | st.floats(1e-300, 1e-3),
+    weights=st.lists(finite, min_size=1, max_size=4),
+    inflow=st.none() | finite,
+    n=st.integers(-1, 10**12),
+)
+def test_fuzz_power(
+    kind: str,
+    mean: float,
+    variance: float | None,
+    mde: float,
+    weights: list[float],
+    inflow: float | None,
+    n: int,
+) -> None:
+    result = _call(plan, kind, mean, variance, mde, 0.05, 0.8, weights, inflow)
+    if result is not None:
+        assert result.n_per_arm >= 2 and result.total >= result.n_per_arm
+    reachable = _call(mde_for_n, kind, mean, variance, n)
+    if reachable is not None:
+        assert math.isfinite(reachable) and reachable >= 0

@@ -16,6 +16,8 @@ from statsmodels.duration.survfunc import survdiff
 from experiments.bayes import bayes_binary, bayes_continuous
 from experiments.csvdata import MetricSpec, read_experiment_csv
 from experiments.cuped import PairedStats, cuped_adjust
+from experiments.fixed import omnibus_test
+from experiments.power import mde_for_n, plan, sample_size_per_arm
 from experiments.sequential import sequential_test
 from experiments.stats import SampleStats, two_proportion_ztest, welch_ttest
 from experiments.survival import SurvivalCounts, log_rank
@@ -211,3 +213,26 @@ def test_fuzz_findings_bayes_and_cuped_stay_quiet_and_honest() -> None:
     result = cuped_adjust({"a": huge, "b": huge})
     assert result.status == "out_of_range" and result.theta is None
     assert result.adjusted["a"] == huge.outcome
+
+
+def test_fuzz_findings_omnibus_and_power_at_the_limits() -> None:
+    # Found by tests/test_fuzz.py: Welch's ANOVA squared a 1e200 difference with ** (OverflowError),
+    # and a vanishing mde divided by zero when planning.
+    far = {
+        "a": SampleStats(3, 3e200, 2.0, 1e200),
+        "b": SampleStats(3, -3e200, 2.0, -1e200),
+        "c": SampleStats(3, 0.0, 2.0),
+    }
+    assert omnibus_test("continuous", far).status == "out_of_range"
+    with pytest.raises(ValueError, match="needs more than 1,000,000,000,000,000 units per arm"):
+        sample_size_per_arm("continuous", 10.0, 4.0, 1e-200)
+    with pytest.raises(ValueError, match="too large to plan with"):
+        mde_for_n("continuous", 0.0, 1.1451909034833745e307, 2)
+
+
+def test_planning_with_extreme_weights_and_inflow_is_a_value_error_or_a_plan() -> None:
+    with pytest.raises(ValueError, match="differ too much to plan with"):
+        plan("continuous", 1.0, 4.0, 0.5, 0.05, 0.8, [1e-300, 1e10], 10.0)
+    same = plan("continuous", 1.0, 4.0, 0.5, 0.05, 0.8, [1e308, 1e308], 10.0)
+    assert same == plan("continuous", 1.0, 4.0, 0.5, 0.05, 0.8, [1, 1], 10.0)
+    assert plan("continuous", 1.0, 4.0, 0.5, 0.05, 0.8, [1, 1], 1e308).mde_in_days == {}
