@@ -94,6 +94,20 @@ class SampleStats:
         """``sum / n``; 0.0 for an empty arm (n = 0), so that no NaN appears."""
         return self.sum / self.n if self.n > 0 else 0.0
 
+    def plus(self, other: SampleStats) -> SampleStats:
+        """Both samples together, around this one's shift (the other's squares re-centred with
+        ``sum((x - s)**2) = sum((x - t)**2) + 2 (t - s) (sum - n t) + n (t - s)**2``); an empty
+        sample takes the other's shift."""
+        if self.n == 0:
+            return other
+        if other.n == 0:
+            return self
+        d = other.shift - self.shift
+        moved = other.sum_squares + 2 * d * (other.sum - other.n * other.shift) + other.n * d * d
+        return SampleStats(
+            self.n + other.n, self.sum + other.sum, self.sum_squares + max(moved, 0.0), self.shift
+        )
+
     @property
     def centered_sum_squares(self) -> float:
         """``sum((x - mean)**2) = sum_squares - n * (mean - shift)**2``, clamped at 0 (rounding can

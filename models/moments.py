@@ -65,30 +65,28 @@ class Moments:
         )
 
     def sample(self) -> SampleStats:
-        """The outcome ``y`` as raw sums (``n``, ``Σy``, ``Σy²``) for the statistics engine.
-
-        The engine's ``SampleStats`` has no shift yet, so the shift is added back here; this is
-        the one place to change when it gets one (issue 11)."""
+        """The outcome ``y`` for the statistics engine: ``n``, ``Σy`` and ``Σ(y - shift)²`` around
+        this group's shift, so the variance stays exact for large values with a small spread."""
         n, s = self.n, self.shift_y
         if n == 0:
             return SampleStats(n=0, sum=0.0, sum_squares=0.0)
-        squares = self.sum_y2 + 2 * s * self.sum_y + n * s * s
-        return SampleStats(n=n, sum=n * s + self.sum_y, sum_squares=max(squares, 0.0))
+        return SampleStats(n=n, sum=n * s + self.sum_y, sum_squares=max(self.sum_y2, 0.0), shift=s)
 
     def paired(self) -> PairedStats:
-        """``x`` and ``y`` as the raw sums CUPED takes (see :meth:`sample` about the shift)."""
+        """``x`` and ``y`` as the raw sums CUPED takes (``PairedStats`` has no shift: its
+        covariances are formed from raw sums)."""
         n, sx, sy = self.n, self.shift_x, self.shift_y
         if n == 0:
             return PairedStats(0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        y = self.sample()
+        y2 = self.sum_y2 + 2 * sy * self.sum_y + n * sy * sy
         x2 = self.sum_x2 + 2 * sx * self.sum_x + n * sx * sx
         xy = self.sum_xy + sy * self.sum_x + sx * self.sum_y + n * sx * sy
         return PairedStats(
             n=n,
             sum_x=n * sx + self.sum_x,
             sum_x2=max(x2, 0.0),
-            sum_y=y.sum,
-            sum_y2=y.sum_squares,
+            sum_y=n * sy + self.sum_y,
+            sum_y2=max(y2, 0.0),
             sum_xy=xy,
         )
 

@@ -45,7 +45,11 @@ def close(a: float, b: float) -> bool:
 
 
 def same_sample(got: SampleStats, want: SampleStats) -> bool:
-    return got.n == want.n and close(got.sum, want.sum) and close(got.sum_squares, want.sum_squares)
+    return (
+        got.n == want.n
+        and close(got.sum, want.sum)
+        and close(got.centered_sum_squares, want.centered_sum_squares)
+    )
 
 
 @pytest.fixture
@@ -248,6 +252,9 @@ def test_shifted_sums_keep_the_variance_of_values_near_1e9(
         assert np.var(vs - 1e9, ddof=1) > 0.1
         assert math.isclose(got[arm].variance, float(np.var(vs - 1e9, ddof=1)), rel_tol=1e-9)
         assert math.isclose(got[arm].mean, float(np.mean(vs)), rel_tol=1e-12)
+        # ... and so does what the statistics engine receives (SampleStats around the shift).
+        sample = got[arm].sample()
+        assert math.isclose(sample.variance, float(np.var(vs - 1e9, ddof=1)), rel_tol=1e-9)
 
 
 def test_evaluation_day_arithmetic() -> None:

@@ -17,10 +17,6 @@ from experiments.sequential import METHOD, SequentialSettings, sequential_test
 from experiments.stats import SampleStats
 
 
-def _add(a: SampleStats, b: SampleStats) -> SampleStats:
-    return SampleStats(a.n + b.n, a.sum + b.sum, a.sum_squares + b.sum_squares)
-
-
 def cumulative(daily: Mapping[int, SampleStats], days: list[int]) -> list[SampleStats]:
     """Running totals of ``daily`` at each of ``days`` (sorted)."""
     total, out = SampleStats(0, 0.0, 0.0), []
@@ -28,7 +24,7 @@ def cumulative(daily: Mapping[int, SampleStats], days: list[int]) -> list[Sample
     i = 0
     for day in days:
         while i < len(ordered) and ordered[i] <= day:
-            total = _add(total, daily[ordered[i]])
+            total = total.plus(daily[ordered[i]])
             i += 1
         out.append(total)
     return out
