@@ -35,7 +35,11 @@ Duration = Annotated[
 Channel = Literal["email", "sms"]
 # Conditions a step can be skipped on, checked against the database when the step is due.
 Condition = Literal[
-    "payment_method_updated", "onboarding_completed", "offer_accepted", "unsubscribed"
+    "payment_method_updated",
+    "onboarding_completed",
+    "offer_accepted",
+    "unsubscribed",
+    "invoice_paid",
 ]
 
 
@@ -202,6 +206,12 @@ class MessagingSettings(StrictModel):
         default=None, description="customer-local window with no sends, e.g. 21:00-08:00"
     )
     frequency_cap: FrequencyCap | None = None
+    sms_max_segments: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="SMS parts a message may take; `retain validate` warns if a template can exceed it",
+    )
 
     @field_validator("quiet_hours")
     @classmethod

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, exists, func, literal, select
+from sqlalchemy import Float, and_, case, cast, exists, func, literal, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -83,6 +83,25 @@ def _offer_accepted(w: Window) -> Expression:
     )
 
 
+def _payment_recovered(w: Window) -> Expression:
+    """Unpaid at assignment (due before it, not paid before it, not voided), and an invoice of the
+    customer paid inside the window."""
+    inv, later = table(Invoice).alias("owed"), table(Invoice).alias("paid")
+    start = w.source.c.assigned_at
+    owed = exists().where(
+        inv.c.customer_id == w.source.c.customer_id,
+        inv.c.due_at < start,
+        inv.c.status != "void",
+        or_(inv.c.paid_at.is_(None), inv.c.paid_at >= start),
+    )
+    paid = exists().where(
+        later.c.customer_id == w.source.c.customer_id,
+        later.c.status == "paid",
+        w.contains(later.c.paid_at),
+    )
+    return _flag(and_(owed, paid))
+
+
 def _retained(w: Window) -> Expression:
     sub = table(Subscription)
     return _flag(
@@ -148,6 +167,7 @@ BUILDERS: dict[str, Callable[[Window], Expression]] = {
     "card_updated_14d": _card_updated,
     "onboarding_completed_14d": _onboarding_completed,
     "offer_accepted_14d": _offer_accepted,
+    "payment_recovered_14d": _payment_recovered,
     "retained_30d": _retained,
     "retained_60d": _retained,
     "retained_90d": _retained,
