@@ -194,7 +194,7 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Run the whole path on a synthetic subscription business with known true effects: seed,
-    run the three example experiments, send their messages to the local outbox, simulate 90 days
+    run the four example experiments, send their messages to the local outbox, simulate 90 days
     of outcomes, evaluate, and print each estimate with its 95% CI next to the planted effect."""
     _quiet_prefect(verbose)
     from flows.demo import DemoConfig, run_demo

@@ -26,6 +26,7 @@ from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 
+from models.billing_facts import invoice_paid_clause
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
 from models.records import (
     Assignment,
@@ -288,6 +289,7 @@ def _condition_clauses(now: datetime) -> dict[str, Any]:
         "onboarding_completed": onboarding_completed,
         "offer_accepted": offer_accepted,
         "unsubscribed": unsubscribed,
+        "invoice_paid": invoice_paid_clause(now),
     }
 
 
