@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,6 +21,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+from flows.cli_messaging_b import preview, sms_budget_warnings, webhooks_app
 
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -36,6 +39,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(webhooks_app, name="webhooks")
+app.command()(preview)
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
@@ -86,6 +91,8 @@ def validate(
     """Check experiment files: fields, segment rules, metrics, templates. Exit code 2 on errors,
     with one line per problem (file:line: what is wrong and how to fix it)."""
     _validate_or_exit(paths)
+    for warning in sms_budget_warnings(paths):
+        errors.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False)
     console.print(f"[green]ok[/green] {len(paths)} experiment file(s) valid")
 
 

@@ -31,6 +31,7 @@ from models.experiments import (
     registered_spec,
     schedule_messages,
 )
+from models.offers import grant_sent_offers
 from models.segments import select_segment
 
 
@@ -151,6 +152,7 @@ def dispatch_messages(
 ) -> DispatchSummary:
     """Send every due message in the outbox through its channel, once."""
     summary = dispatch(database_url, as_of or now_utc(), outbox_dir)
+    grant_sent_offers(engine_for(database_url), as_of or now_utc())  # offer codes of what was sent
     get_run_logger().info(
         "sent %d, skipped %s, deferred %d, failed %d",
         summary.sent,
