@@ -49,11 +49,12 @@ def invoice_paid_clause(now: datetime) -> Any:
             col(PaymentMethod.created_at) <= now,
         )
     )
-    owed = exists(
+    owed = exists(  # at ``now``: an invoice paid later was still owed then
         select(col(Invoice.id)).where(
             col(Invoice.customer_id) == col(Message.customer_id),
-            col(Invoice.status).in_(UNPAID),
+            col(Invoice.status) != "void",
             col(Invoice.due_at) <= now,
+            or_(col(Invoice.paid_at).is_(None), col(Invoice.paid_at) > now),
         )
     )
     return or_(settled, new_card, not_(owed))

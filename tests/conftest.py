@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+# The demo's per-install link key goes to a temporary folder, not the developer's home.
+os.environ.setdefault("RETAIN_STATE_DIR", tempfile.mkdtemp(prefix="retain-test-state-"))
 
 from models.db import dispose_engine, make_engine
 from models.migrate import upgrade
