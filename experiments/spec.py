@@ -206,6 +206,11 @@ class MessagingSettings(StrictModel):
         default=None, description="customer-local window with no sends, e.g. 21:00-08:00"
     )
     frequency_cap: FrequencyCap | None = None
+    default_locale: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+        description="templates for customers whose own locale has none (before English), e.g. sv",
+    )
     sms_max_segments: int = Field(
         default=1,
         ge=1,

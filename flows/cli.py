@@ -22,7 +22,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from flows.cli_messaging_b import preview, sms_budget_warnings, webhooks_app
+from flows.cli_messaging_b import (
+    preview,
+    sms_budget_warnings,
+    warn_default_link_secret,
+    webhooks_app,
+)
 
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -153,6 +158,7 @@ def dispatch(
 ) -> None:
     """Send every due message once, respecting consent, suppressions, quiet hours and caps."""
     _quiet_prefect(verbose)
+    warn_default_link_secret()
     from flows.pipeline import dispatch_messages
 
     summary = dispatch_messages(str(outbox), as_of=_utc(as_of))

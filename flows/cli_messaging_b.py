@@ -46,7 +46,8 @@ def _fail(where: str, what: str, fix: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def _warn_default_link_secret() -> None:
+def warn_default_link_secret() -> None:
+    """Say so (stderr) when links are signed with the demo's per-install key."""
     from messaging.links import LinkSecretError, default_secret_warning
 
     try:
@@ -172,7 +173,8 @@ def preview(
     ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the HTML parts.")] = Path("preview"),
     default_locale: Annotated[
-        str | None, typer.Option(help="The experiment's fallback locale (before English).")
+        str | None,
+        typer.Option(help="Fallback locale before English; default: messaging.default_locale."),
     ] = None,
 ) -> None:
     """Render exactly what a customer of ARM would receive, step by step: subject, text and HTML
@@ -194,7 +196,8 @@ def preview(
     except KeyError:
         names = ", ".join(a.name for a in spec.arms)
         _fail("preview", f"experiment {spec.key!r} has no arm {arm!r}", f"use one of: {names}")
-    _warn_default_link_secret()
+    warn_default_link_secret()
+    default_locale = default_locale or spec.messaging.default_locale
     now = datetime.now(UTC)
     if customer:
         view, customer_locale, code = _customer_view(customer, now, spec.key)
@@ -270,7 +273,7 @@ def serve(
             f"database {redact(database_url())} is not up to date",
             "run `retain db upgrade`",
         )
-    _warn_default_link_secret()
+    warn_default_link_secret()
     try:
         app = create_app(engine, settings)
     except VerificationKeyError as error:

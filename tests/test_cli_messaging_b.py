@@ -223,3 +223,21 @@ def test_webhooks_serve_receives_a_signed_stop(engine: Engine, database_url: str
         out, err = server.communicate(timeout=10)
     assert "tw-secret-4711" not in out + err  # the auth token is never printed
     assert "Twilio auth token" in out and "set" in out
+
+
+def test_preview_falls_back_to_the_experiment_default_locale(tmp_path: Path) -> None:
+    spec = tmp_path / "dutch.yaml"
+    spec.write_text(
+        DUNNING.read_text().replace(
+            "sms_max_segments: 2}", "sms_max_segments: 2, default_locale: nl}"
+        )
+    )
+    german = runner.invoke(
+        app, ["preview", str(spec), "--arm", "email", "--locale", "de-DE", "--out", str(tmp_path)]
+    )
+    assert german.exit_code == 0, german.output
+    assert "(nl)" in german.output and "Hoi " in german.output
+    swedish = runner.invoke(
+        app, ["preview", str(spec), "--arm", "email", "--locale", "sv-SE", "--out", str(tmp_path)]
+    )
+    assert "(sv)" in swedish.output and "Hej " in swedish.output
