@@ -144,10 +144,11 @@ def test_preview_of_an_unknown_customer(database_url: str, monkeypatch: pytest.M
     assert result.exit_code == 2 and "no customer 'cus_nobody'" in result.output
 
 
-def test_preview_and_validate_do_not_import_prefect() -> None:
+def test_preview_and_validate_do_not_import_prefect(tmp_path: Path) -> None:
+    out = str(tmp_path / "html")
     code = (
         "import sys; from typer.testing import CliRunner; from flows.cli import app;"
-        f"r = CliRunner().invoke(app, ['preview', {str(DUNNING)!r}, '--arm', 'email', '--locale', 'th', '--out', 'x']);"
+        f"r = CliRunner().invoke(app, ['preview', {str(DUNNING)!r}, '--arm', 'email', '--locale', 'th', '--out', {out!r}]);"
         f"v = CliRunner().invoke(app, ['validate', {str(DUNNING)!r}]);"
         "assert r.exit_code == 0 and v.exit_code == 0, r.output + v.output;"
         "print('prefect' in sys.modules)"
@@ -159,10 +160,11 @@ def test_preview_and_validate_do_not_import_prefect() -> None:
         text=True,
         env=env,
         timeout=60,
-        cwd=Path(__file__).parent,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+    assert len(list((tmp_path / "html").glob("*.th.html"))) == 3
 
 
 def _free_port() -> int:
