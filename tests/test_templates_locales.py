@@ -7,6 +7,9 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from markupsafe import escape
 
 from experiments.loader import parse_spec
 from messaging.formatting import format_day, format_money, format_month_year
@@ -224,3 +227,33 @@ def test_budget_warnings_name_the_template_locale_and_fix() -> None:
     assert {w.split("(")[1].split(")")[0] for w in warnings} == set(LOCALES)
     assert all("dunning_sms" in w and "sms_max_segments: 1" in w for w in warnings)
     assert budget_warnings(parse_spec(SPEC.format(budget=2)).spec) == []
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    name=st.text(
+        st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=40
+    )
+    .map(str.strip)  # first names come from name.split(): no surrounding whitespace
+    .filter(lambda s: s != "" and "://" not in s),
+    language=st.sampled_from(sorted(LOCALES)),
+)
+def test_any_customer_name_renders_safely(name: str, language: str) -> None:
+    """Whatever a customer typed as their name: every campaign renders, the HTML never carries
+    it as markup, and the text part carries it as typed."""
+    ctx = full(language, first_name=name)
+    for template, channel in CAMPAIGNS:
+        message = render(channel, template, LOCALES[language], ctx)
+        if channel == "email":
+            assert message.html is not None
+            assert name in message.text
+            assert str(escape(name)) in message.html  # as text, escaped
+            if "<" in name or "&" in name:
+                assert name not in message.html
+        else:
+            assert message.sms_segments is not None and message.sms_segments <= 10
