@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from markupsafe import Markup, escape
+
 URL = re.compile(r"https?://[^\s<>\"']+")
 
 BUTTON_LABELS: dict[str, dict[str, str]] = {
@@ -52,6 +54,20 @@ class Block:
     lines: tuple[tuple[Part, ...], ...] = ()
     url: str | None = None
     label: str | None = None
+
+    @property
+    def inner_html(self) -> Markup:
+        """The paragraph's lines as HTML: every piece of text escaped, links as anchors."""
+        lines = [
+            Markup("").join(
+                Markup('<a href="{}" style="color:#2457d6;">{}</a>').format(part.url, part.text)
+                if part.url
+                else escape(part.text)
+                for part in line
+            )
+            for line in self.lines
+        ]
+        return Markup("<br>\n").join(lines)
 
 
 def _parts(line: str) -> tuple[Part, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_skeleton
@@ -21,6 +22,7 @@ from jinja2.runtime import Context
 FALLBACK_LOCALE = "en"
 
 
+@cache
 def babel_locale(tag: str | None, fallback: str = FALLBACK_LOCALE) -> Locale:
     """The Babel locale of a tag such as ``sv-SE``, ``zh_CN`` or ``th``; ``fallback`` if it does
     not parse (a bad locale in customer data must not stop a message)."""

@@ -105,11 +105,10 @@ def _load(env_secret: str | None, block: str | None, folder: str) -> LinkSecret:
 
 def link_secret() -> LinkSecret:
     """The install's link secret (see the module docstring for the order of sources)."""
-    return _load(
-        os.environ.get("RETAIN_LINK_SECRET") or None,
-        os.environ.get("RETAIN_LINK_SECRET_BLOCK") or None,
-        str(state_dir()),
-    )
+    env_secret = os.environ.get("RETAIN_LINK_SECRET") or None
+    block = os.environ.get("RETAIN_LINK_SECRET_BLOCK") or None
+    # Only the demo default needs the state folder (Path.home() is not free per message).
+    return _load(env_secret, block, "" if env_secret or block else str(state_dir()))
 
 
 def default_secret_warning() -> str | None:

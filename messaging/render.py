@@ -28,7 +28,7 @@ import re
 import traceback
 from dataclasses import dataclass, fields, replace
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -45,7 +45,7 @@ from jinja2 import TemplateError as JinjaTemplateError
 
 from messaging.email_html import blocks_of
 from messaging.formatting import FILTERS, ascii_fold, babel_locale, sms_spaces
-from messaging.links import ACTIONS, message_ref, sign
+from messaging.links import ACTIONS, link_secret, message_ref, sign
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_LOCALE = "en"
@@ -131,8 +131,9 @@ def build_links(customer_external_id: str, token: str, base_url: str | None = No
     ``RETAIN_APP_BASE_URL`` or ``https://app.example.com``."""
     base = (base_url or os.environ.get("RETAIN_APP_BASE_URL") or DEFAULT_APP_BASE_URL).rstrip("/")
     customer = quote(customer_external_id, safe="")
+    secret = link_secret()
     url = {
-        action: f"{base}/{action}/{customer}/{quote(sign(action, customer_external_id, token))}"
+        action: f"{base}/{action}/{customer}/{quote(sign(action, customer_external_id, token, secret))}"
         for action in ACTIONS
     }
     return Links(
@@ -218,9 +219,21 @@ def _check_channel(channel: str) -> str:
 
 def _locales_of(template: str, suffix: str) -> list[str]:
     folder = TEMPLATES_DIR / template
-    if not re.fullmatch(r"[a-z0-9_]+", template) or not folder.is_dir():
+    if not re.fullmatch(r"[a-z0-9_]+", template):
         return []
-    return sorted(p.name.removesuffix("." + suffix) for p in folder.glob(f"*.{suffix}"))
+    try:
+        stamp = folder.stat().st_mtime_ns  # adding or removing a file changes it
+    except OSError:
+        return []
+    return list(_listing(folder, suffix, stamp))
+
+
+@lru_cache(maxsize=1024)
+def _listing(folder: Path, suffix: str, stamp: int) -> tuple[str, ...]:
+    """The locales of one template folder: one directory listing per change, not per message."""
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted(p.name.removesuffix("." + suffix) for p in folder.glob(f"*.{suffix}")))
 
 
 def template_exists(channel: str, template: str) -> bool:
