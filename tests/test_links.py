@@ -11,6 +11,7 @@ from messaging.links import (
     MAC_LENGTH,
     REF_LENGTH,
     LinkSecret,
+    LinkSecretError,
     default_secret_warning,
     link_secret,
     message_ref,
@@ -92,3 +93,20 @@ def test_offer_codes_are_stable_distinct_and_readable() -> None:
     groups = code.split("-")
     assert [len(g) for g in groups] == [4, 4, 4]
     assert not set(code) & set("ILOU")  # no look-alikes
+
+
+@pytest.mark.prefect
+def test_the_secret_can_live_in_a_prefect_secret_block(
+    prefect_api: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value="from-a-block").save("retain-link-secret-test", overwrite=True)
+    monkeypatch.delenv("RETAIN_LINK_SECRET", raising=False)
+    monkeypatch.setenv("RETAIN_LINK_SECRET_BLOCK", "retain-link-secret-test")
+    secret = link_secret()
+    assert (secret.key, secret.source) == (b"from-a-block", "prefect")
+    assert "from-a-block" not in repr(secret) and default_secret_warning() is None
+    monkeypatch.setenv("RETAIN_LINK_SECRET_BLOCK", "no-such-block")
+    with pytest.raises(LinkSecretError, match="no-such-block"):
+        link_secret()
