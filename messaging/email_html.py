@@ -55,20 +55,6 @@ class Block:
     url: str | None = None
     label: str | None = None
 
-    @property
-    def inner_html(self) -> Markup:
-        """The paragraph's lines as HTML: every piece of text escaped, links as anchors."""
-        lines = [
-            Markup("").join(
-                Markup('<a href="{}" style="color:#2457d6;">{}</a>').format(part.url, part.text)
-                if part.url
-                else escape(part.text)
-                for part in line
-            )
-            for line in self.lines
-        ]
-        return Markup("<br>\n").join(lines)
-
 
 def _parts(line: str) -> tuple[Part, ...]:
     parts: list[Part] = []
@@ -111,3 +97,37 @@ def blocks_of(text: str, language: str) -> list[Block]:
         kind: Literal["paragraph", "footer"] = "footer" if footer else "paragraph"
         blocks.append(Block(kind, lines=tuple(_parts(line) for line in lines)))
     return blocks
+
+
+_BUTTON = (
+    '<p style="margin:24px 0;"><a href="{url}" style="display:inline-block;padding:12px 22px;'
+    'border-radius:6px;background:#2457d6;color:#ffffff;text-decoration:none;font-weight:600;">'
+    "{label}</a></p>"
+)
+_FOOTER_STYLE = "font-size:13px;color:#6b7280;margin-top:32px;"
+
+
+def _e(text: str) -> str:
+    return str(escape(text))
+
+
+def body_html(blocks: list[Block]) -> Markup:
+    """The blocks as HTML, every piece of text and every URL escaped (markupsafe, as Jinja's
+    autoescape does); built in plain Python because it runs for every email sent."""
+    out = []
+    for block in blocks:
+        if block.kind == "button":
+            out.append(_BUTTON.format(url=_e(block.url or ""), label=_e(block.label or "")))
+            continue
+        lines = [
+            "".join(
+                f'<a href="{_e(part.url)}" style="color:#2457d6;">{_e(part.text)}</a>'
+                if part.url
+                else _e(part.text)
+                for part in line
+            )
+            for line in block.lines
+        ]
+        style = _FOOTER_STYLE if block.kind == "footer" else ""
+        out.append(f'<p style="margin:0 0 16px 0;{style}">' + "<br>\n".join(lines) + "</p>")
+    return Markup("\n".join(out))  # every piece above was escaped

@@ -43,7 +43,7 @@ from jinja2 import (
 )
 from jinja2 import TemplateError as JinjaTemplateError
 
-from messaging.email_html import blocks_of
+from messaging.email_html import blocks_of, body_html
 from messaging.formatting import FILTERS, ascii_fold, babel_locale, sms_spaces
 from messaging.links import ACTIONS, link_secret, message_ref, sign
 
@@ -401,7 +401,7 @@ def render(
     name = f"{template}/{chosen}.{_SUFFIX['email']}"
     subject, text = _split_subject(name, _render_file(name, context, fmt_locale))
     html_name = f"{template}/{chosen}.{_HTML_SUFFIX}"
-    if (TEMPLATES_DIR / html_name).is_file():
+    if chosen in _locales_of(template, _HTML_SUFFIX):  # a hand-made HTML part wins
         html = _render_file(html_name, context, fmt_locale).strip() + "\n"
     else:
         html = _html_from_text(subject, text, chosen)
@@ -413,5 +413,8 @@ def _html_from_text(subject: str, text: str, chosen: str) -> str:
     language = chosen.split("-", 1)[0]
     layout = _environment().get_template(_LAYOUT)
     return (
-        layout.render(lang=chosen, subject=subject, blocks=blocks_of(text, language)).strip() + "\n"
+        layout.render(
+            lang=chosen, subject=subject, body=body_html(blocks_of(text, language))
+        ).strip()
+        + "\n"
     )
