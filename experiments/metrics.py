@@ -44,6 +44,13 @@ CATALOGUE: dict[str, MetricDefinition] = {
             "offer_accepted_14d", "binary", 14, "accepted the arm's offer within 14 days"
         ),
         MetricDefinition(
+            "payment_recovered_14d",
+            "binary",
+            14,
+            "had an unpaid (failed or past-due) invoice at assignment and paid it, or a later "
+            "invoice, within 14 days",
+        ),
+        MetricDefinition(
             "retained_30d", "binary", 30, "subscription not canceled 30 days after assignment"
         ),
         MetricDefinition(

@@ -60,7 +60,11 @@ Duration = Annotated[
 Channel = Literal["email", "sms"]
 # Conditions a step can be skipped on, checked against the database when the step is due.
 Condition = Literal[
-    "payment_method_updated", "onboarding_completed", "offer_accepted", "unsubscribed"
+    "payment_method_updated",
+    "onboarding_completed",
+    "offer_accepted",
+    "unsubscribed",
+    "invoice_paid",
 ]
 
 
@@ -276,6 +280,17 @@ class MessagingSettings(StrictModel):
         default=None, description="customer-local window with no sends, e.g. 21:00-08:00"
     )
     frequency_cap: FrequencyCap | None = None
+    default_locale: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$",
+        description="templates for customers whose own locale has none (before English), e.g. sv",
+    )
+    sms_max_segments: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="SMS parts a message may take; `retain validate` warns if a template can exceed it",
+    )
 
     @field_validator("quiet_hours")
     @classmethod

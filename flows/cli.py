@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,7 +27,17 @@ from rich.progress import (
 from rich.table import Table
 
 from flows import cli_deploy, cli_report
-from flows.cli_checks import AS_OF_HELP, CliProblem, open_database, parse_as_of, writable_folder
+from flows.cli_checks import (
+    AsOf,
+    CliProblem,
+    open_database,
+    writable_folder,
+)
+from flows.cli_messaging_b import (
+    preview,
+    sms_budget_warnings,
+    webhooks_app,
+)
 from flows.console import safe
 
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
@@ -48,17 +59,14 @@ app.command("deploy")(cli_deploy.deploy)
 app.command("status")(cli_deploy.status)
 app.add_typer(cli_deploy.server_app, name="server")
 app.command("report")(cli_report.report)
+app.add_typer(webhooks_app, name="webhooks")
+app.command()(preview)
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
     console.width = 130
 errors = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
-
-AsOf = Annotated[
-    datetime | None,
-    typer.Option("--as-of", help=AS_OF_HELP, parser=parse_as_of, metavar="TIME"),
-]
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -117,6 +125,8 @@ def validate(
     """Check experiment files: fields, segment rules, metrics, templates. Exit code 2 on errors,
     with one line per problem (file:line: what is wrong and how to fix it)."""
     _validate_or_exit(paths)
+    for warning in sms_budget_warnings(paths):
+        errors.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False)
     console.print(f"[green]ok[/green] {len(paths)} experiment file(s) valid")
 
 
@@ -224,7 +234,7 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Run the whole path on a synthetic subscription business with known true effects: seed,
-    run the three example experiments, send their messages to the local outbox, simulate 90 days
+    run the four example experiments, send their messages to the local outbox, simulate 90 days
     of outcomes, evaluate, and print each estimate with its 95% CI next to the planted effect."""
     _quiet_prefect(verbose)
     from flows.demo import DemoConfig, run_demo

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from sqlalchemy import inspect
@@ -42,6 +43,13 @@ def parse_as_of(text: str) -> datetime:
         raise typer.BadParameter(
             f"{value!r} is out of range; give a time in years 1-9999"
         ) from None
+
+
+AsOf = Annotated[
+    datetime | None,
+    typer.Option("--as-of", help=AS_OF_HELP, parser=parse_as_of, metavar="TIME"),
+]
+"""The ``--as-of`` option every command shares."""
 
 
 def writable_folder(path: Path, option: str = "--out") -> Path:

@@ -6,7 +6,6 @@ Only ``dispatch`` runs a flow (and imports Prefect); the others talk to the data
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -15,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from flows.cli_checks import AsOf
 
 outbox_app = typer.Typer(help="Inspect and repair the message outbox.", no_args_is_help=True)
 
@@ -26,25 +27,11 @@ errors = Console(stderr=True, soft_wrap=True)
 OutboxDir = Annotated[
     Path, typer.Option("--outbox", help="Folder the local outbox channel writes to.")
 ]
-AsOf = Annotated[
-    datetime | None,
-    typer.Option(
-        "--as-of",
-        help="Act as if it were this UTC time (ISO 8601); default: now, batch by batch.",
-        formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
-    ),
-]
 
 
 def _fail(where: str, message: str, code: int = 2) -> NoReturn:
     errors.print(f"[red]error[/red] {where}: {escape(message)}", highlight=False)
     raise typer.Exit(code=code)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def dispatch(
@@ -54,8 +41,15 @@ def dispatch(
 ) -> None:
     """Send every due message once, judging consent, suppressions, quiet hours, caps and stop
     conditions when each message is sent. Exit code 2 if the dispatch could not finish."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    from flows.cli import _checked, _quiet_prefect
+    from flows.cli_checks import open_database, writable_folder
+    from flows.cli_messaging_b import warn_default_link_secret
     from messaging.settings import SettingsError, build_channels, load_settings
+
+    _checked(open_database)
+    _checked(lambda: writable_folder(outbox, "--outbox"))
+    _quiet_prefect(verbose)
+    warn_default_link_secret()
 
     try:
         build_channels(load_settings(), outbox)  # fail fast, before any flow starts
@@ -63,7 +57,7 @@ def dispatch(
         _fail("channels", str(error))
     from flows.pipeline import dispatch_messages
 
-    summary = dispatch_messages(str(outbox), as_of=_utc(as_of))
+    summary = dispatch_messages(str(outbox), as_of=as_of)
     console.print(
         f"sent {summary.sent}, withheld (control) {summary.withheld}, skipped {summary.skipped}, "
         f"deferred {summary.deferred}, failed {summary.failed}, retried {summary.retried}, "

@@ -1,6 +1,6 @@
 """``retain demo``: the whole path on a synthetic subscription business with planted effects.
 
-Seeds the business, runs the three shipped experiments through the real flows (segment, assignment,
+Seeds the business, runs the four shipped experiments through the real flows (segment, assignment,
 outbox, dispatch), lets simulated customers respond to the messages they really received while
 simulated time advances, evaluates every experiment 90 days later and compares each estimate with
 the effect the simulator planted.
@@ -27,7 +27,7 @@ from models.outcomes import delivered, population_for, write_events, write_final
 from models.seed import SeedSummary, seed_business
 
 DEFINITIONS = Path(__file__).resolve().parent.parent / "experiments" / "definitions"
-DEMO_EXPERIMENTS = ("card-expiry-reminder", "onboarding-checkin", "falling-usage-offer")
+DEMO_EXPERIMENTS = ("dunning", "card-expiry-reminder", "onboarding-checkin", "falling-usage-offer")
 # Dispatch rounds within each stage: quiet hours (at most 11 h) defer some sends to a later round.
 DISPATCH_ROUNDS = (timedelta(hours=0), timedelta(hours=12))
 

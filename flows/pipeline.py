@@ -34,6 +34,7 @@ from models.experiments import (
     schedule_messages,
     segment_problem,
 )
+from models.offers import grant_sent_offers
 from models.segments import select_segment
 
 
@@ -174,6 +175,7 @@ def dispatch_messages(
     """Send every due message in the outbox through its channel, once. Without ``as_of`` each
     batch is judged by the clock when it is sent; with it, the whole run acts at that time."""
     summary = dispatch(database_url, as_of, outbox_dir)
+    grant_sent_offers(engine_for(database_url), as_of or now_utc())  # offer codes of what was sent
     logger = get_run_logger()
     logger.info(
         "sent %d, withheld (control) %d, skipped %s, deferred %d, failed %d, retried %d, "

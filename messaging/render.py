@@ -7,20 +7,27 @@ Templates live in ``messaging/templates/<template>/``:
 - ``<locale>.email.html.j2``: optional HTML body (autoescaped);
 - ``<locale>.sms.j2``: the SMS body.
 
-A locale resolves to the exact file (``sv-SE``), then its language (``sv``), then ``en``; the HTML body
-comes from the same locale as the text body, or is absent. Templates see the fields of
-:class:`MessageContext` as top-level names (``first_name``, ``offer.percent``,
-``links.unsubscribe_url``, ...) plus the filters ``brand`` and ``month_name(lang)``.
+A locale resolves to the exact file (``sv-SE``), then its language (``sv``), then the experiment's
+default locale (if given), then ``en``; the HTML body comes from the same locale as the text body.
+Templates see the fields of :class:`MessageContext` as top-level names (``first_name``,
+``offer.percent``, ``links.unsubscribe_url``, ``amount_due_minor``, ...), ``locale`` (the customer's
+Babel locale, which formats money and dates: see :mod:`messaging.formatting`) and the filters
+``brand``, ``money(currency)``, ``day``, ``day_month``, ``month_year(year)`` and ``month_name(lang)``.
+Every variable must be defined (``StrictUndefined``): a missing one is an error naming the template
+file, line and variable, raised before anything is sent.
+
+SMS bodies are GSM-7 whenever the template's own text is: a customer value outside the GSM alphabet
+(``Zoë``) is folded to its base letters, and CLDR's no-break spaces become plain spaces.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
 import traceback
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from datetime import date
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
@@ -37,12 +44,17 @@ from jinja2 import (
 )
 from jinja2 import TemplateError as JinjaTemplateError
 
+from messaging.email_html import blocks_of, body_html
+from messaging.formatting import FILTERS, ascii_fold, babel_locale, sms_spaces
+from messaging.links import ACTIONS, link_secret, message_ref, sign
+
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_LOCALE = "en"
 DEFAULT_APP_BASE_URL = "https://app.example.com"
 CHANNELS = ("email", "sms")
 _SUFFIX = {"email": "email.txt.j2", "sms": "sms.j2"}
 _HTML_SUFFIX = "email.html.j2"
+_LAYOUT = "_layout/email.html.j2"
 
 
 class TemplateError(Exception):
@@ -55,6 +67,8 @@ class OfferContext:
     kind: str
     percent: int | None
     months: int
+    code: str | None = None
+    """The customer's own offer code (see :func:`messaging.links.offer_code`), if granted."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,16 @@ class MessageContext:
     card_exp_month: int | None = None
     card_exp_year: int | None = None
     offer: OfferContext | None = None
+    currency: str | None = None
+    """ISO 4217 code the customer is billed in (``customers.currency``)."""
+    amount_due_minor: int | None = None
+    """The unpaid invoice's amount in minor units of ``currency`` (dunning)."""
+    due_date: date | None = None
+    """When the unpaid invoice was due (dunning)."""
+    cancel_date: date | None = None
+    """When the subscription ends if the invoice stays unpaid (dunning)."""
+    price_minor: int | None = None
+    """The plan's regular price per billing interval, in minor units of ``currency``."""
 
     def variables(self) -> dict[str, object]:
         """The template namespace: each field by name (nested dataclasses stay objects)."""
@@ -94,21 +118,29 @@ class RenderedMessage:
 
 
 def message_token(idempotency_key: str) -> str:
-    """A short, stable token naming one message in links: the first 12 hex digits of the sha256
-    of its idempotency key (short enough to keep an SMS in one segment; not a secret)."""
-    return hashlib.sha256(idempotency_key.encode()).hexdigest()[:12]
+    """The short, non-secret reference of one message that its links carry
+    (:func:`messaging.links.message_ref`); :func:`build_links` signs it per link."""
+    return message_ref(idempotency_key)
 
 
 def build_links(customer_external_id: str, token: str, base_url: str | None = None) -> Links:
-    """Links for a message, ``<base>/<action>/<customer external id>/<token>``: the token is
-    :func:`message_token` of the message's idempotency key (never a secret). Path segments rather than a query string keep SMS
-    bodies short. ``base_url`` defaults to ``RETAIN_APP_BASE_URL`` or ``https://app.example.com``."""
+    """Signed links for a message, ``<base>/<action>/<customer external id>/<signed token>``
+    (actions ``pay``, ``offer``, ``unsubscribe``): ``token`` is the message's reference
+    (:func:`message_token`) and each link carries it with an HMAC of action, customer and
+    reference (:mod:`messaging.links`), checked by :func:`messaging.links.verify_link_token`. Path
+    segments rather than a query string keep SMS bodies short. ``base_url`` defaults to
+    ``RETAIN_APP_BASE_URL`` or ``https://app.example.com``."""
     base = (base_url or os.environ.get("RETAIN_APP_BASE_URL") or DEFAULT_APP_BASE_URL).rstrip("/")
-    tail = f"{quote(customer_external_id, safe='')}/{quote(token, safe=':')}"
+    customer = quote(customer_external_id, safe="")
+    secret = link_secret()
+    url = {
+        action: f"{base}/{action}/{customer}/{quote(sign(action, customer_external_id, token, secret))}"
+        for action in ACTIONS
+    }
     return Links(
-        update_payment_url=f"{base}/pay/{tail}",
-        offer_url=f"{base}/offer/{tail}",
-        unsubscribe_url=f"{base}/unsubscribe/{tail}",
+        update_payment_url=url["pay"],
+        offer_url=url["offer"],
+        unsubscribe_url=url["unsubscribe"],
         app_url=f"{base}/",
     )
 
@@ -146,10 +178,6 @@ def sms_segments(text: str) -> int:
 # --- Filters -------------------------------------------------------------------------------------
 
 _BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express"}
-_MONTHS = {
-    "en": "January February March April May June July August September October November December",
-    "sv": "januari februari mars april maj juni juli augusti september oktober november december",
-}
 
 
 def _brand(value: str | None) -> str:
@@ -159,10 +187,10 @@ def _brand(value: str | None) -> str:
 
 
 def _month_name(month: int, lang: str = DEFAULT_LOCALE) -> str:
-    names = _MONTHS.get(lang, _MONTHS[DEFAULT_LOCALE]).split()
     if not 1 <= int(month) <= 12:
         raise ValueError(f"month must be 1-12, not {month!r}")
-    return names[int(month) - 1]
+    names = babel_locale(lang).months["stand-alone"]["wide"]
+    return str(names[int(month)])
 
 
 @cache
@@ -177,6 +205,7 @@ def _environment() -> Environment:
     )
     env.filters["brand"] = _brand
     env.filters["month_name"] = _month_name
+    env.filters.update(FILTERS)
     return env
 
 
@@ -191,14 +220,20 @@ def _check_channel(channel: str) -> str:
 
 def _locales_of(template: str, suffix: str) -> list[str]:
     folder = TEMPLATES_DIR / template
-    if not re.fullmatch(r"[a-z0-9_]+", template) or not folder.is_dir():
+    if not re.fullmatch(r"[a-z0-9_]+", template):
         return []
-    # One stat per lookup; the listing is cached until the folder changes (its mtime moves).
-    return list(_listing(folder, folder.stat().st_mtime_ns, suffix))
+    try:
+        stamp = folder.stat().st_mtime_ns  # adding or removing a file changes it
+    except OSError:
+        return []
+    return list(_listing(folder, suffix, stamp))
 
 
-@lru_cache(maxsize=4096)
-def _listing(folder: Path, _stamp: int, suffix: str) -> tuple[str, ...]:
+@lru_cache(maxsize=1024)
+def _listing(folder: Path, suffix: str, stamp: int) -> tuple[str, ...]:
+    """The locales of one template folder: one directory listing per change, not per message."""
+    if not folder.is_dir():
+        return ()
     return tuple(sorted(p.name.removesuffix("." + suffix) for p in folder.glob(f"*.{suffix}")))
 
 
@@ -238,20 +273,41 @@ def available_templates() -> list[tuple[str, str, list[str]]]:
     return found
 
 
-def _candidates(locale: str) -> list[str]:
-    language = re.split(r"[-_]", locale, maxsplit=1)[0].lower()
+# Chinese in traditional script must not fall back to the simplified-Chinese files (``zh``).
+_TRADITIONAL = re.compile(r"^zh[-_](hant|tw|hk|mo)\b", re.IGNORECASE)
+
+
+def locale_candidates(locale: str, default_locale: str | None = None) -> list[str]:
+    """The template locales tried, in order: ``sv-SE`` -> ``sv`` -> the experiment's default
+    locale (and its language) -> ``en``."""
     out: list[str] = []
-    for candidate in (locale, language, DEFAULT_LOCALE):
-        if candidate and candidate not in out:
-            out.append(candidate)
+    for tag in (locale, default_locale):
+        if not tag:
+            continue
+        normal = tag.replace("_", "-")
+        language = normal.split("-", 1)[0].lower()
+        for candidate in (normal, language):
+            if candidate == "zh" and _TRADITIONAL.match(normal):
+                continue
+            if candidate and candidate not in out:
+                out.append(candidate)
+    if DEFAULT_LOCALE not in out:
+        out.append(DEFAULT_LOCALE)
     return out
 
 
-def _resolve(channel: str, template: str, locale: str) -> str:
+def resolve_locale(
+    channel: str, template: str, locale: str, default_locale: str | None = None
+) -> str:
+    """The template locale a customer with ``locale`` gets (see :func:`locale_candidates`)."""
+    return _resolve(channel, template, locale, default_locale)
+
+
+def _resolve(channel: str, template: str, locale: str, default_locale: str | None = None) -> str:
     """The locale whose file will be used; TemplateError if none (not even ``en``) exists."""
     suffix = _check_channel(channel)
     available = _locales_of(template, suffix)
-    for candidate in _candidates(locale):
+    for candidate in locale_candidates(locale, default_locale):
         if candidate in available:
             return candidate
     if not available:
@@ -283,9 +339,11 @@ def _line_of(error: BaseException, name: str) -> int | None:
     return line
 
 
-def _render_file(name: str, context: MessageContext) -> str:
+def _render_file(name: str, context: MessageContext, locale: str) -> str:
+    variables = context.variables()
+    variables["locale"] = babel_locale(locale, fallback=name.split("/")[-1].split(".")[0])
     try:
-        return _environment().get_template(name).render(context.variables())
+        return _environment().get_template(name).render(variables)
     except TemplateSyntaxError as error:
         raise TemplateError(
             f"{_display(name)}:{error.lineno}: template syntax error: {error.message}"
@@ -311,20 +369,71 @@ def _split_subject(name: str, rendered: str) -> tuple[str, str]:
     return first.removeprefix("Subject:").strip(), body + "\n"
 
 
-def render(channel: str, template: str, locale: str, context: MessageContext) -> RenderedMessage:
-    """Render ``template`` for ``channel`` in the best available locale; raise
-    :class:`TemplateError` naming the file and line on any problem."""
-    chosen = _resolve(channel, template, locale)
+def _formatting_locale(customer: str, chosen: str) -> str:
+    """The customer's own locale (``sv-SE``: Swedish with Swedish conventions) when the template is
+    in their language; otherwise the template's, so numbers read naturally in the text around them."""
+    language = customer.replace("_", "-").split("-", 1)[0].lower()
+    return customer if customer and language == chosen.split("-", 1)[0].lower() else chosen
+
+
+def _folded(context: MessageContext) -> MessageContext:
+    """The context with the customer's own words folded to base letters (for GSM-7 SMS)."""
+
+    def fold(value: str | None) -> str | None:
+        return ascii_fold(value) if value else value
+
+    return replace(
+        context,
+        first_name=fold(context.first_name),
+        name=fold(context.name),
+        plan=fold(context.plan),
+    )
+
+
+def _render_sms(name: str, context: MessageContext, locale: str) -> str:
+    text = sms_spaces(_render_file(name, context, locale).strip())
+    if sms_encoding(text) == "UCS-2":
+        folded = sms_spaces(_render_file(name, _folded(context), locale).strip())
+        if sms_encoding(folded) == "GSM-7":
+            return folded
+    return text
+
+
+def render(
+    channel: str,
+    template: str,
+    locale: str,
+    context: MessageContext,
+    default_locale: str | None = None,
+) -> RenderedMessage:
+    """Render ``template`` for ``channel`` in the best available locale for a customer with
+    ``locale`` (falling back to ``default_locale``, then English); money and dates follow the
+    customer's ``locale``. Raise :class:`TemplateError` naming the file and line on any problem."""
+    chosen = _resolve(channel, template, locale, default_locale)
+    fmt_locale = _formatting_locale(locale, chosen)
     if channel == "sms":
         name = f"{template}/{chosen}.{_SUFFIX['sms']}"
-        text = _render_file(name, context).strip()
+        text = _render_sms(name, context, fmt_locale)
         if not text:
             raise TemplateError(f"{_display(name)}: the SMS body is empty")
         return RenderedMessage("sms", None, text, None, sms_segments(text))
     name = f"{template}/{chosen}.{_SUFFIX['email']}"
-    subject, text = _split_subject(name, _render_file(name, context))
+    subject, text = _split_subject(name, _render_file(name, context, fmt_locale))
     html_name = f"{template}/{chosen}.{_HTML_SUFFIX}"
-    html = None
-    if chosen in _locales_of(template, _HTML_SUFFIX):
-        html = _render_file(html_name, context).strip() + "\n"
+    if chosen in _locales_of(template, _HTML_SUFFIX):  # a hand-made HTML part wins
+        html = _render_file(html_name, context, fmt_locale).strip() + "\n"
+    else:
+        html = _html_from_text(subject, text, chosen)
     return RenderedMessage("email", subject, text, html, None)
+
+
+def _html_from_text(subject: str, text: str, chosen: str) -> str:
+    """The HTML part made from the text part (:mod:`messaging.email_html`), autoescaped."""
+    language = chosen.split("-", 1)[0]
+    layout = _environment().get_template(_LAYOUT)
+    return (
+        layout.render(
+            lang=chosen, subject=subject, body=body_html(blocks_of(text, language))
+        ).strip()
+        + "\n"
+    )

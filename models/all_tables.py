@@ -3,6 +3,7 @@ Alembic's environment and the drift test read it from here. A new table module i
 
 import models.aggregate_records
 import models.customer_data
+import models.delivery
 import models.dispatch_records
 import models.records
 import models.risk_tables  # noqa: F401

@@ -110,6 +110,17 @@ METRICS: dict[str, tuple[Term, ...]] = {
         ),
     ),
     "offer_accepted_14d": (Term(Source(OfferGrant, "accepted_at", per_experiment=True), "any"),),
+    # A payment owed at assignment (an invoice already due, not voided) that is paid in the window.
+    "payment_recovered_14d": (
+        Term(
+            Source(
+                Invoice,
+                "paid_at",
+                where=lambda inv, a: and_(inv.c.status == "paid", inv.c.due_at < a.c.assigned_at),
+            ),
+            "any",
+        ),
+    ),
     "retained_30d": (CANCELED,),
     "retained_60d": (CANCELED,),
     "retained_90d": (CANCELED,),

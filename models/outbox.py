@@ -46,6 +46,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 from sqlmodel.sql.sqltypes import UTCDateTime
 
+from models.billing_facts import invoice_paid_clause
 from models.bulk import insert_ignoring_conflicts, table
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
 from models.dispatch_records import SendAttempt
@@ -303,6 +304,7 @@ def _condition_clauses(now: datetime) -> dict[str, Any]:
         "onboarding_completed": onboarding_completed,
         "offer_accepted": offer_accepted,
         "unsubscribed": unsubscribed,
+        "invoice_paid": invoice_paid_clause(now),
     }
 
 

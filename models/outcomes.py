@@ -16,6 +16,7 @@ from experiments.simulation.response import Population, engagement
 from models.bulk import insert_ignoring_conflicts, table
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
 from models.records import Assignment, Message, OfferGrant, Suppression
+from models.recovery import owed_cents, record_recoveries
 from models.segments import feature_rows
 
 
@@ -83,6 +84,8 @@ def write_events(engine: Engine, experiment_id: int, response: str, events: Even
                     for r in events.responses
                 ],
             )
+        elif events.responses and response == "payment_recovered_14d":
+            record_recoveries(connection, [(r.customer_id, r.at) for r in events.responses])
         elif events.responses and response == "offer_accepted_14d":
             grant = table(OfferGrant)
             connection.execute(
@@ -194,6 +197,7 @@ def population_for(
         mrr_cents=np.round(column("subscription.mrr") * 100).astype(np.int64),
         billing_interval=tuple(str(features[c]["subscription.billing_interval"]) for c in ids),
         days_to_renewal=np.maximum(column("subscription.days_to_renewal"), 0.0),
+        owed_cents=owed_cents(engine, ids, as_of),
     )
     return pop, [arm for _, arm in assigned]
 

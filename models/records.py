@@ -133,6 +133,9 @@ class OfferGrant(SQLModel, table=True):
     offered_at: datetime
     accepted_at: datetime | None = None
     cost_cents: int = 0
+    code: str | None = Field(
+        default=None, max_length=16, unique=True, description="the customer's own offer code"
+    )
 
 
 class Result(SQLModel, table=True):

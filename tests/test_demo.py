@@ -12,7 +12,12 @@ from sqlalchemy.engine import Engine
 from models.records import Assignment, Message
 
 pytestmark = [pytest.mark.slow, pytest.mark.prefect]
-RESPONSES = {"card_updated_14d", "onboarding_completed_14d", "offer_accepted_14d"}
+RESPONSES = {
+    "card_updated_14d",
+    "onboarding_completed_14d",
+    "offer_accepted_14d",
+    "payment_recovered_14d",
+}
 
 
 def test_demo_runs_every_stage_and_reports_planted_effects(

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from messaging.channels import ChannelError, OutboxChannel, OutgoingMessage, Receipt, SendRecord
 from messaging.dispatcher import MAX_ATTEMPTS, dispatch_due
+from messaging.links import sign
 from messaging.policy import NO_LIMITS, PolicySettings
 from messaging.render import message_token, sms_segments
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
@@ -251,7 +252,10 @@ def test_sends_due_messages_once_and_writes_readable_files(
     assert "Subject: Your Visa card ending in 4242 expires at the end of November 2026" in english
     assert f"X-Retain-Key: {email_1}" in english
     assert "Hi Anna1," in english
-    assert f"https://app.example.com/pay/cus_0001/{message_token(email_1)}" in english
+    assert (
+        f"https://app.example.com/pay/cus_0001/{sign('pay', 'cus_0001', message_token(email_1))}"
+        in english
+    )
     swedish = next(c for c in content if "anna2@example.com" in c)
     assert "Subject: Ditt Visa-kort som slutar på 4242 går ut i slutet av november 2026" in swedish
     assert email_file.suffix == ".txt"

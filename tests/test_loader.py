@@ -40,10 +40,14 @@ def test_shipped_definitions_are_valid() -> None:
         "card-expiry-reminder",
         "onboarding-checkin",
         "falling-usage-offer",
+        "dunning",
     }
     families = {item.spec.key: {a.name for a in item.spec.arms} for item in loaded}
     assert families["card-expiry-reminder"] == {"control", "email", "email_sms"}
     assert families["falling-usage-offer"] == {"control", "discount", "pause"}
+    dunning = next(item.spec for item in loaded if item.spec.key == "dunning")
+    follow_ups = [s for s in dunning.arm("email_sms").steps if s.at.days > 0]
+    assert [s.unless for s in follow_ups] == ["invoice_paid"] * 3
 
 
 def test_valid_file_parses_with_defaults_and_hash() -> None:

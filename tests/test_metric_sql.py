@@ -114,6 +114,18 @@ def _random_history(
                     )
                 )
 
+            if rng.random() < 0.6:  # a renewal two days before assignment, failed or paid late
+                late = float(rng.choice(offsets)) if rng.random() < 0.7 else None
+                session.add(
+                    Invoice(
+                        customer_id=cid,
+                        amount_cents=4_900,
+                        status="paid" if late is not None else str(rng.choice(["failed", "void"])),
+                        due_at=T0 - timedelta(days=2),
+                        paid_at=T0 + timedelta(days=late) if late is not None else None,
+                    )
+                )
+
             def within(day: float | None, window: int) -> bool:
                 return day is not None and 0 <= day < window
 
@@ -129,6 +141,20 @@ def _random_history(
             day = (invoice.paid_at - T0).total_seconds() / 86400 if invoice.paid_at else None
             if invoice.status == "paid" and within(day, 90):
                 expected["revenue_90d"][invoice.customer_id] += invoice.amount_cents / 100
+        for cid in ids:
+            invoices = session.exec(select(Invoice).where(Invoice.customer_id == cid)).all()
+            owed = any(
+                i.due_at < T0 and i.status != "void" and (i.paid_at is None or i.paid_at >= T0)
+                for i in invoices
+            )
+            recovered = any(
+                i.status == "paid"
+                and i.paid_at is not None
+                and within((i.paid_at - T0).total_seconds() / 86400, 14)
+                for i in invoices
+            )
+            expected["payment_recovered_14d"][cid] = float(owed and recovered)
+        assert 0 < sum(expected["payment_recovered_14d"].values()) < len(ids)
     # No messages were sent and offers cost nothing by default: net revenue is revenue.
     expected["net_revenue_90d"] = dict(expected["revenue_90d"])
     return expected

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from messaging import render as render_module
+from messaging.links import sign
 from messaging.render import (
     MessageContext,
     OfferContext,
     TemplateError,
     available_templates,
     build_links,
+    message_token,
     render,
     sms_encoding,
     sms_segments,
@@ -27,13 +29,23 @@ SHIPPED = {
     ("card_expiry_sms", "sms"),
     ("offer_discount", "email"),
     ("offer_pause", "email"),
+    ("dunning_failed", "email"),
+    ("dunning_sms", "sms"),
+    ("dunning_reminder", "email"),
+    ("dunning_final", "email"),
 }
 KEY = "card-expiry:42:1"
+REF = message_token(KEY)
+
+
+@pytest.fixture(autouse=True)
+def _link_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETAIN_LINK_SECRET", "test-link-secret")
 
 
 def context(**overrides: object) -> MessageContext:
     values: dict[str, object] = {
-        "links": build_links("cus_0042", KEY, "https://app.example.com"),
+        "links": build_links("cus_0042", REF, "https://app.example.com"),
         "first_name": "Anna",
         "name": "Anna Berg",
         "plan": "Pro",
@@ -47,11 +59,11 @@ def context(**overrides: object) -> MessageContext:
     return MessageContext(**values)  # type: ignore[arg-type]
 
 
-def test_the_shipped_templates_exist_in_english_and_swedish() -> None:
+def test_the_shipped_templates_exist_in_five_locales() -> None:
     found = {(t, c): locales for t, c, locales in available_templates()}
     assert set(found) == SHIPPED
     for locales in found.values():
-        assert {"en", "sv"} <= set(locales)
+        assert set(locales) == {"en", "sv", "nl", "zh", "th"}
     assert template_exists("email", "card_expiry")
     assert not template_exists("sms", "card_expiry")  # no SMS files in that folder
     assert not template_exists("email", "no_such_template")
@@ -85,7 +97,7 @@ def test_each_template_renders(template: str, channel: str, locale: str) -> None
 def test_card_expiry_mentions_card_expiry_and_link() -> None:
     message = render("email", "card_expiry", "en", context())
     assert message.subject == "Your Visa card ending in 4242 expires at the end of March 2027"
-    assert "https://app.example.com/pay/cus_0042/card-expiry:42:1" in message.text
+    assert f"https://app.example.com/pay/cus_0042/{sign('pay', 'cus_0042', REF)}" in message.text
     swedish = render("email", "card_expiry", "sv", context())
     assert swedish.subject == "Ditt Visa-kort som slutar på 4242 går ut i slutet av mars 2027"
 
@@ -123,7 +135,10 @@ def test_html_is_autoescaped_but_text_is_not() -> None:
     assert "&lt;b&gt;Ann&lt;/b&gt;" in message.html and "<b>Ann</b>" not in message.html
     assert "Hi <b>Ann</b>," in message.text
     # Query-free links survive escaping unchanged.
-    assert 'href="https://app.example.com/pay/cus_0042/card-expiry:42:1"' in message.html
+    assert (
+        f'href="https://app.example.com/pay/cus_0042/{sign("pay", "cus_0042", REF)}"'
+        in message.html
+    )
 
 
 def test_missing_variable_names_the_file_and_line() -> None:
@@ -185,11 +200,15 @@ def test_a_locale_without_english_fallback_is_not_a_template(scratch_templates: 
 
 def test_links_use_the_base_url_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RETAIN_APP_BASE_URL", "https://retain.test/")
-    links = build_links("cus 1/x", "exp:1:0")
+    links = build_links("cus 1/x", REF)
     assert links.app_url == "https://retain.test/"
-    assert links.unsubscribe_url == "https://retain.test/unsubscribe/cus%201%2Fx/exp:1:0"
+    token = sign("unsubscribe", "cus 1/x", REF)
+    assert links.unsubscribe_url == f"https://retain.test/unsubscribe/cus%201%2Fx/{token}"
     monkeypatch.delenv("RETAIN_APP_BASE_URL")
-    assert build_links("c", "k").offer_url == "https://app.example.com/offer/c/k"
+    assert (
+        build_links("c", REF).offer_url
+        == f"https://app.example.com/offer/c/{sign('offer', 'c', REF)}"
+    )
 
 
 # --- SMS segments: GSM-7 160 / 153 per part, UCS-2 70 / 67 per part ------------------------------

@@ -34,6 +34,7 @@ def population(n: int, rng: np.random.Generator) -> Population:
         mrr_cents=rng.choice([1900, 4900, 9900], n),
         billing_interval=intervals,
         days_to_renewal=rng.uniform(0, 30, n) * np.where(np.array(intervals) == "year", 12, 1),
+        owed_cents=rng.choice([0, 1900, 4900], n),
     )
 
 
@@ -77,6 +78,8 @@ def simulate(
     revenue = np.zeros(n)
     for r in final.renewals:
         revenue[ids[r.customer_id]] += r.amount_cents / 100
+    if family.pays_owed and pop.owed_cents is not None:  # a recovery pays what was owed
+        revenue += responded * pop.owed_cents / 100
     offer_cost = costs.offer.get(arm.offer.kind, 0.0) if arm.offer else 0.0
     realised = {
         family.response: responded.mean(),
@@ -98,6 +101,9 @@ CASES = [
     ("falling-usage-offer", "control"),
     ("falling-usage-offer", "discount"),
     ("falling-usage-offer", "pause"),
+    ("dunning", "control"),
+    ("dunning", "email"),
+    ("dunning", "email_sms"),
 ]
 
 
@@ -118,6 +124,11 @@ def test_planted_effects_have_the_designed_signs() -> None:
     assert 0 < effects[("card_updated_14d", "email")] < effects[("card_updated_14d", "email_sms")]
     assert effects[("retained_30d", "email")] > 0
     assert effects[("unsubscribed_30d", "email_sms")] > effects[("unsubscribed_30d", "email")] > 0
+    dunning = load_spec(DEFINITIONS / "dunning.yaml").spec
+    effects = planted_effects(dunning, pop, ["payment_recovered_14d", "revenue_90d"])
+    recovered = effects[("payment_recovered_14d", "email")]
+    assert 0.1 < recovered < effects[("payment_recovered_14d", "email_sms")]
+    assert effects[("revenue_90d", "email")] > 0
     offer = load_spec(DEFINITIONS / "falling-usage-offer.yaml").spec
     effects = planted_effects(offer, pop, ["retained_60d", "offer_accepted_14d"])
     assert effects[("retained_60d", "discount")] > effects[("retained_60d", "pause")] > 0
