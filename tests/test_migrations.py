@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
+import models.all_tables  # noqa: F401  (register every table on SQLModel.metadata)
 from models.migrate import current_revision, head_revision, is_up_to_date, upgrade
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import models.all_tables  # noqa: F401  (register every table on SQLModel.metadata)
 from models.db import make_engine
 
 target_metadata = SQLModel.metadata
