@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Float, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Float, and_, case, cast, exists, func, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
@@ -95,6 +95,20 @@ PAID_REVENUE = Term(
 )
 CANCELED = Term(Source(Subscription, "canceled_at"), "none")
 
+
+def _recovers_owed_payment(paid: Any, a: Any) -> ColumnElement[bool]:
+    owed = table(Invoice).alias("owed")
+    return and_(
+        paid.c.status == "paid",
+        exists().where(
+            owed.c.customer_id == a.c.customer_id,
+            owed.c.due_at < a.c.assigned_at,
+            owed.c.status != "void",
+            or_(owed.c.paid_at.is_(None), owed.c.paid_at >= a.c.assigned_at),
+        ),
+    )
+
+
 METRICS: dict[str, tuple[Term, ...]] = {
     "card_updated_14d": (Term(Source(PaymentMethod, "created_at"), "any"),),
     "onboarding_completed_14d": (
@@ -110,16 +124,10 @@ METRICS: dict[str, tuple[Term, ...]] = {
         ),
     ),
     "offer_accepted_14d": (Term(Source(OfferGrant, "accepted_at", per_experiment=True), "any"),),
-    # A payment owed at assignment (an invoice already due, not voided) that is paid in the window.
+    # Owed at assignment (an invoice due before it, not voided, unpaid then) and an invoice of
+    # the customer paid in the window.
     "payment_recovered_14d": (
-        Term(
-            Source(
-                Invoice,
-                "paid_at",
-                where=lambda inv, a: and_(inv.c.status == "paid", inv.c.due_at < a.c.assigned_at),
-            ),
-            "any",
-        ),
+        Term(Source(Invoice, "paid_at", where=_recovers_owed_payment), "any"),
     ),
     "retained_30d": (CANCELED,),
     "retained_60d": (CANCELED,),
