@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 import models.customer_data
+import models.imports.tables
 import models.records  # noqa: F401
 from models.migrate import current_revision, head_revision, is_up_to_date, upgrade
 

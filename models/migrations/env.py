@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import models.customer_data
+import models.imports.tables
 import models.records  # noqa: F401  (register the tables on SQLModel.metadata)
 from models.db import make_engine
 

@@ -1,0 +1,205 @@
+"""One import: a source's batches converted, staged, checked and merged in one transaction, the
+rejects written to a file, and the run recorded in ``import_runs``.
+
+A structurally wrong source (see :class:`~models.imports.readers.StructuralError`) imports nothing;
+any failure half-way rolls the whole file back, so the database is exactly as before.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection, Engine
+
+from models.bulk import table
+from models.imports.convert import Reject, convert_batch
+from models.imports.mapping import Mapping
+from models.imports.merge import (
+    MergeCounts,
+    create_stage,
+    merge,
+    reject_duplicates,
+    reject_unknown_parents,
+    write_stage,
+)
+from models.imports.readers import (
+    BATCH_ROWS,
+    Batch,
+    StructuralError,
+    file_sha256,
+    read_file,
+    read_only_engine,
+    read_sql,
+)
+from models.imports.settings import ImportSettings
+from models.imports.tables import ImportRun
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What one import did. ``status`` is ``applied`` or ``rejected`` (structurally wrong: nothing
+    imported); ``rejects`` lists every row left out and why."""
+
+    source: str
+    entity: str
+    status: str
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    suppressions: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    problems: list[tuple[int | None, str]] = field(default_factory=list)
+    reject_file: Path | None = None
+
+    @property
+    def rejected(self) -> int:
+        return len({r.line for r in self.rejects})
+
+    @property
+    def changed_nothing(self) -> bool:
+        return self.status == "applied" and self.inserted == 0 and self.updated == 0
+
+
+def import_file(
+    engine: Engine,
+    path: Path,
+    mapping: Mapping,
+    *,
+    reject_file: Path | None = None,
+    now: datetime | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> ImportSummary:
+    """Import a CSV or Parquet file per ``mapping``; rejects go to ``reject_file`` (default
+    ``<file>.rejects.csv``) when there are any."""
+    reject_file = reject_file or path.with_name(path.name + ".rejects.csv")
+    sha = file_sha256(path)
+    return import_batches(
+        engine, read_file(path, mapping, batch_rows), mapping, str(path), sha, reject_file, now
+    )
+
+
+def import_query(
+    engine: Engine,
+    source_url: str,
+    query: str,
+    mapping: Mapping,
+    *,
+    reject_file: Path,
+    label: str,
+    now: datetime | None = None,
+    chunk_rows: int = 50_000,
+) -> ImportSummary:
+    """Import the rows of a SQL query on another database, read read-only in chunks."""
+    source = read_only_engine(source_url)
+    try:
+        return import_batches(
+            engine,
+            read_sql(source, query, mapping, chunk_rows),
+            mapping,
+            label,
+            None,
+            reject_file,
+            now,
+        )
+    finally:
+        source.dispose()
+
+
+def import_batches(
+    engine: Engine,
+    batches: Iterable[Batch],
+    mapping: Mapping,
+    source: str,
+    sha256: str | None,
+    reject_file: Path | None,
+    now: datetime | None = None,
+) -> ImportSummary:
+    """Convert, stage and merge ``batches`` in one transaction; record the run."""
+    now = now or datetime.now(UTC)
+    settings = ImportSettings()
+    try:
+        with engine.begin() as connection:
+            counts, rejects = _stage_and_merge(connection, batches, mapping, now, settings)
+            summary = ImportSummary(
+                source,
+                mapping.entity,
+                "applied",
+                rows=counts.rows + len({r.line for r in rejects}),
+                inserted=counts.inserted,
+                updated=counts.updated,
+                unchanged=counts.unchanged,
+                suppressions=counts.suppressions,
+                rejects=rejects,
+            )
+            _record(connection, summary, sha256, now)
+    except StructuralError as error:
+        summary = ImportSummary(source, mapping.entity, "rejected", problems=error.problems)
+        with engine.begin() as connection:
+            _record(connection, summary, sha256, now)
+    if reject_file is not None and (summary.rejects or summary.problems):
+        write_rejects(reject_file, source, summary)
+        summary = replace(summary, reject_file=reject_file)
+    return summary
+
+
+def _stage_and_merge(
+    connection: Connection,
+    batches: Iterable[Batch],
+    mapping: Mapping,
+    now: datetime,
+    settings: ImportSettings,
+) -> tuple[MergeCounts, list[Reject]]:
+    entity = mapping.target
+    stage = create_stage(connection, entity)
+    rejects: list[Reject] = []
+    for batch in batches:
+        converted = convert_batch(
+            batch.table, mapping, batch.first_line, settings.default_phone_region
+        )
+        rejects.extend(converted.rejects)
+        write_stage(connection, stage, converted.table)
+    if mapping.spec("external_id") is not None or entity.name != "activity_events":
+        rejects.extend(reject_duplicates(connection, stage))
+    rejects.extend(reject_unknown_parents(connection, stage, entity))
+    counts = merge(connection, stage, entity, now)
+    stage.drop(connection)
+    rejects.sort(key=lambda r: r.line)
+    return counts, rejects
+
+
+def _record(
+    connection: Connection, summary: ImportSummary, sha256: str | None, now: datetime
+) -> None:
+    connection.execute(
+        insert(table(ImportRun)).values(
+            source=summary.source[:500],
+            entity=summary.entity,
+            sha256=sha256,
+            status=summary.status,
+            rows=summary.rows,
+            inserted=summary.inserted,
+            updated=summary.updated,
+            unchanged=summary.unchanged,
+            rejected=summary.rejected,
+            started_at=now,
+            finished_at=datetime.now(UTC),
+        )
+    )
+
+
+def write_rejects(path: Path, source: str, summary: ImportSummary) -> None:
+    """The reject file: one row per bad value (file, line, column, value, reason)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "line", "column", "value", "reason"])
+        for line, message in summary.problems:
+            writer.writerow([source, line or "", "", "", message])
+        for reject in summary.rejects:
+            writer.writerow([source, reject.line, reject.column, reject.value, reject.reason])
