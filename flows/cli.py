@@ -21,6 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from flows import cli_import
+
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -36,6 +38,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.command("import")(cli_import.import_command)
+app.add_typer(cli_import.sync_app, name="sync")
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns

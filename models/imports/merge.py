@@ -157,12 +157,18 @@ def reject_unknown_parents(connection: Connection, stage: Table, entity: Entity)
     return rejects
 
 
-def merge(connection: Connection, stage: Table, entity: Entity, now: datetime) -> MergeCounts:
-    """Upsert the staged rows into the entity's table by ``external_id``; count what changed."""
+def merge(
+    connection: Connection, stage: Table, entity: Entity, now: datetime, mapped: set[str]
+) -> MergeCounts:
+    """Upsert the staged rows into the entity's table by ``external_id``; count what changed.
+
+    New rows get every column (defaults for unmapped fields: no consent, say); existing rows only
+    the ``mapped`` fields, so a file without a consent column never revokes consent given elsewhere.
+    """
     target = entity.table
     source = _source_select(stage, entity, now).subquery("src")
-    skip = ("external_id", "updated_at", "source_updated_at")
-    data = [c for c in source.c if c.name not in skip]
+    updatable = _updatable(entity, mapped)
+    data = [c for c in source.c if c.name in updatable]
     versioned = "source_updated_at" in source.c
     joined = source.join(target, target.c.external_id == source.c.external_id)
     rows = connection.execute(select(func.count()).select_from(source)).scalar_one()
@@ -180,9 +186,8 @@ def merge(connection: Connection, stage: Table, entity: Entity, now: datetime) -
     names = [c.name for c in source.c]
     statement = module.insert(target).from_select(names, select(source).where(true()))
     excluded = statement.excluded
-    assignments: dict[str, Any] = {
-        c.name: excluded[c.name] for c in source.c if c.name != "external_id"
-    }
+    kept = (*updatable, "updated_at", "source_updated_at")
+    assignments: dict[str, Any] = {c.name: excluded[c.name] for c in source.c if c.name in kept}
     if entity.name == "subscriptions":
         assignments.update(_plan_history(target, excluded))
     statement = statement.on_conflict_do_update(
@@ -196,6 +201,22 @@ def merge(connection: Connection, stage: Table, entity: Entity, now: datetime) -
     connection.execute(statement)
     added = _suppressions(connection, stage, now) if entity.name == "customers" else 0
     return MergeCounts(rows, rows - existing, changed, existing - changed, added)
+
+
+def _updatable(entity: Entity, mapped: set[str]) -> set[str]:
+    """Target columns an update may change: the mapped fields' (a parent's id for a reference)."""
+    columns = set()
+    for name in mapped:
+        field = entity.field(name)
+        if field is None or name == "external_id":
+            continue
+        if field.kind == "ref":
+            columns.add(f"{name}_id")
+        elif not field.stage_only:
+            columns.add(name)
+    if {"exp_month", "exp_year"} & columns:
+        columns.add("expires_on")
+    return columns
 
 
 def _newer(incoming: Any, target: Table) -> ColumnElement[bool]:

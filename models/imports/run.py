@@ -8,11 +8,13 @@ any failure half-way rolls the whole file back, so the database is exactly as be
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection, Engine
 
@@ -119,13 +121,15 @@ def import_batches(
     sha256: str | None,
     reject_file: Path | None,
     now: datetime | None = None,
+    version: datetime | Sequence[datetime] | None = None,
+    on_commit: Callable[[Connection], None] | None = None,
 ) -> ImportSummary:
-    """Convert, stage and merge ``batches`` in one transaction; record the run."""
+    """Convert, stage and merge ``batches`` in one transaction; record the run. ``on_commit``
+    runs last inside that transaction (a sync stores its cursor there, atomically with the data)."""
     now = now or datetime.now(UTC)
-    settings = ImportSettings()
     try:
         with engine.begin() as connection:
-            counts, rejects = _stage_and_merge(connection, batches, mapping, now, settings)
+            counts, rejects = stage_and_merge(connection, batches, mapping, now, version)
             summary = ImportSummary(
                 source,
                 mapping.entity,
@@ -138,6 +142,8 @@ def import_batches(
                 rejects=rejects,
             )
             _record(connection, summary, sha256, now)
+            if on_commit is not None:
+                on_commit(connection)
     except StructuralError as error:
         summary = ImportSummary(source, mapping.entity, "rejected", problems=error.problems)
         with engine.begin() as connection:
@@ -148,29 +154,54 @@ def import_batches(
     return summary
 
 
-def _stage_and_merge(
+def stage_and_merge(
     connection: Connection,
     batches: Iterable[Batch],
     mapping: Mapping,
     now: datetime,
-    settings: ImportSettings,
+    version: datetime | Sequence[datetime] | None = None,
 ) -> tuple[MergeCounts, list[Reject]]:
+    """Convert, stage, check and merge ``batches`` on ``connection`` (the caller's transaction).
+
+    ``version`` is the source's time of these rows (a Stripe event's ``created``), one for all or
+    one per row of a single batch; a stored row with a newer version is left alone, so events
+    applied out of order end in the newest state.
+    """
     entity = mapping.target
-    stage = create_stage(connection, entity)
+    settings = ImportSettings()
+    extra = ("source_updated_at",) if version is not None else ()
+    stage = create_stage(connection, entity, extra)
+    stamps = _stamps(version)
     rejects: list[Reject] = []
     for batch in batches:
         converted = convert_batch(
             batch.table, mapping, batch.first_line, settings.default_phone_region
         )
         rejects.extend(converted.rejects)
-        write_stage(connection, stage, converted.table)
+        staged = converted.table
+        if stamps is not None:
+            positions = pc.subtract(staged.column("line"), batch.first_line)
+            per_row = (
+                stamps if len(stamps) > 1 else pa.array([stamps[0].as_py()] * batch.table.num_rows)
+            )
+            staged = staged.append_column("source_updated_at", per_row.take(positions))
+        write_stage(connection, stage, staged)
     if mapping.spec("external_id") is not None or entity.name != "activity_events":
         rejects.extend(reject_duplicates(connection, stage))
     rejects.extend(reject_unknown_parents(connection, stage, entity))
-    counts = merge(connection, stage, entity, now)
+    counts = merge(connection, stage, entity, now, set(mapping.columns))
     stage.drop(connection)
     rejects.sort(key=lambda r: r.line)
     return counts, rejects
+
+
+def _stamps(version: datetime | Sequence[datetime] | None) -> pa.Array | None:
+    if version is None:
+        return None
+    versions = [version] if isinstance(version, datetime) else list(version)
+    return pa.array(
+        [v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") for v in versions], pa.string()
+    )
 
 
 def _record(
