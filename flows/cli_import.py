@@ -13,7 +13,7 @@ from rich.markup import escape
 
 sync_app = typer.Typer(help="Pull a billing system's data into Retain.", no_args_is_help=True)
 
-console = Console()
+console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
 

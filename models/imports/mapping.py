@@ -168,7 +168,9 @@ def parse_mapping(text: str, path: str = "<string>") -> Mapping:
             ]
         ) from None
     problems = [
-        MappingProblem(path, _line_of(document, ("columns", field) if field else ()), message)
+        MappingProblem(
+            path, _line_of(document, ("columns", field) if field else ("columns",)), message
+        )
         for field, message in _field_problems(mapping)
     ]
     if problems:
