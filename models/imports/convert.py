@@ -4,8 +4,7 @@ Python for numbers, timestamps, booleans and vocabularies; contact data goes thr
 
 Every value that cannot be read becomes a :class:`Reject` (line, column, value, reason) and drops
 its row; the rest form a staged table whose columns are the entity's fields, ready for the merge.
-Timestamps are staged as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (what SQLAlchemy stores on SQLite,
-and what PostgreSQL reads in a UTC session).
+Timestamps are staged as microseconds since 1970 (UTC); the merge turns them into the stored type.
 """
 
 from __future__ import annotations
@@ -23,9 +22,10 @@ from messaging.contacts import ContactError, check_timezone, normalise_email, no
 from models.imports.entities import MONTHS_PER_INTERVAL, TargetField
 from models.imports.mapping import ColumnSpec, Mapping
 
-TIMESTAMP_TEXT = "%Y-%m-%d %H:%M:%S"  # %S of a microsecond timestamp prints the fraction too
-_ISO = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
-_OFFSET = r"(Z|[+-]\d{2}:?\d{2})$"
+_ISO = (
+    r"^(?P<local>\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?)"
+    r"(?P<zone>Z|[+-]\d{2}:?\d{2})?$"
+)
 
 
 @dataclass(frozen=True)
@@ -189,31 +189,24 @@ def _amount(
 def _timestamp(
     raw: pa.Array, field: TargetField, spec: ColumnSpec | None, mapping: Mapping, *_: Any
 ) -> _Column:
+    """Microseconds since 1970 (UTC). Kept in integers: pyarrow's time-zone-aware types pull in
+    pandas, and a time without an offset is UTC anyway."""
     fmt = (spec.time if spec else None) or mapping.timestamps
     digits = pc.fill_null(pc.match_substring_regex(raw, r"^-?\d{1,14}$"), False)
-    parsed = pa.nulls(len(raw), pa.timestamp("us", tz="UTC"))
+    micros = pa.nulls(len(raw), pa.int64())
     bad = pa.array([False] * len(raw))
     if fmt in ("unix", "unix_ms", "auto"):
-        unit = "ms" if fmt == "unix_ms" else "s"
         numbers = pc.cast(pc.if_else(digits, raw, pa.scalar(None, pa.string())), pa.int64())
-        stamps = pc.cast(
-            pc.cast(numbers, pa.timestamp(unit, tz="UTC")), pa.timestamp("us", tz="UTC")
-        )
-        parsed = pc.coalesce(parsed, stamps)
+        micros = pc.multiply(numbers, 1000 if fmt == "unix_ms" else 1_000_000)
     if fmt in ("iso", "auto"):
         text = pc.if_else(digits, pa.scalar(None, pa.string()), raw)
-        iso_bad = _pattern(text, _ISO)
-        text = _blank_bad(text, iso_bad)
-        offset = pc.fill_null(pc.match_substring_regex(text, _OFFSET), False)
-        aware, bad_a = _cast(
-            pc.if_else(offset, text, pa.scalar(None, pa.string())), pa.timestamp("us", tz="UTC")
+        parts = pc.extract_regex(text, _ISO)
+        iso_bad = pc.and_(pc.is_valid(text), pc.is_null(parts))
+        naive, cast_bad = _cast(pc.struct_field(parts, "local"), pa.timestamp("us"))
+        micros = pc.coalesce(
+            micros, pc.subtract(pc.cast(naive, pa.int64()), _offset(pc.struct_field(parts, "zone")))
         )
-        naive, bad_n = _cast(
-            pc.if_else(offset, pa.scalar(None, pa.string()), text), pa.timestamp("us")
-        )
-        naive = pc.cast(naive, pa.timestamp("us", tz="UTC"))
-        parsed = pc.coalesce(parsed, aware, naive)
-        bad = pc.or_(pc.or_(iso_bad, bad_a), bad_n)
+        bad = pc.or_(iso_bad, cast_bad)
     else:
         bad = pc.and_(pc.is_valid(raw), pc.invert(digits))
     what = {
@@ -222,7 +215,17 @@ def _timestamp(
         "iso": "an ISO 8601 time such as 2026-01-01T09:00:00Z",
         "auto": "Unix seconds or an ISO 8601 time such as 2026-01-01T09:00:00Z",
     }[fmt]
-    return _Column(pc.strftime(parsed, format=TIMESTAMP_TEXT), bad, f"not a time; expected {what}")
+    return _Column(micros, bad, f"not a time; expected {what}")
+
+
+def _offset(zone: pa.Array) -> pa.Array:
+    """Microseconds east of UTC of ``Z``, ``+02:00``, ``-0530`` (0 when there is none)."""
+    has = pc.fill_null(pc.match_substring_regex(zone, r"^[+-]"), False)
+    hours = pc.cast(pc.if_else(has, pc.utf8_slice_codeunits(zone, 1, 3), "0"), pa.int64())
+    minutes = pc.cast(pc.if_else(has, pc.utf8_slice_codeunits(zone, -2), "0"), pa.int64())
+    sign = pc.if_else(pc.fill_null(pc.starts_with(zone, "-"), False), -1, 1)
+    total = pc.multiply(pc.add(pc.multiply(hours, 60), minutes), 60_000_000)
+    return pc.fill_null(pc.multiply(total, sign), 0)
 
 
 def _cast(values: pa.Array, to: pa.DataType) -> tuple[pa.Array, pa.Array]:

@@ -18,13 +18,12 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Integer,
     MetaData,
     Table,
     Text,
     and_,
-    exists,
+    case,
     func,
     literal,
     or_,
@@ -33,7 +32,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from models.bulk import table
 from models.customer_data import Customer
@@ -60,7 +61,7 @@ class MergeCounts:
 def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] = ()) -> Table:
     """A temporary table for ``entity``'s staged columns (plus ``line``)."""
     pg = connection.dialect.name == "postgresql"
-    timestamp: Any = DateTime(timezone=True) if pg else Text
+    timestamp: Any = BigInteger  # microseconds since 1970, UTC (see from_epoch_us)
     columns = [Column("line", Integer)]
     for field in entity.fields:
         kind = timestamp if field.kind == "timestamp" else _TYPES.get(field.kind, Text)
@@ -130,77 +131,131 @@ def reject_duplicates(connection: Connection, stage: Table) -> list[Reject]:
     ]
 
 
-def reject_unknown_parents(connection: Connection, stage: Table, entity: Entity) -> list[Reject]:
-    """Reject rows whose customer (or subscription) is not in Retain; drop them from the stage."""
-    rejects: list[Reject] = []
-    for field in entity.fields:
-        if field.kind != "ref" or field.refers_to is None:
-            continue
-        parent = ENTITIES[field.refers_to].table
-        ref = stage.c[field.name]
-        unknown = and_(ref.is_not(None), ~exists().where(parent.c.external_id == ref))
-        rows = connection.execute(
-            select(stage.c.line, ref).where(unknown).order_by(stage.c.line)
-        ).all()
-        if rows:
-            connection.execute(stage.delete().where(unknown))
-            rejects.extend(
-                Reject(
-                    line,
-                    field.name,
-                    value,
-                    f"no {field.refers_to[:-1].replace('_', ' ')} with this id in Retain; "
-                    f"import the {field.refers_to} file first",
-                )
-                for line, value in rows
-            )
-    return rejects
-
-
 def merge(
     connection: Connection, stage: Table, entity: Entity, now: datetime, mapped: set[str]
-) -> MergeCounts:
+) -> tuple[MergeCounts, list[Reject]]:
     """Upsert the staged rows into the entity's table by ``external_id``; count what changed.
 
-    New rows get every column (defaults for unmapped fields: no consent, say); existing rows only
-    the ``mapped`` fields, so a file without a consent column never revokes consent given elsewhere.
+    One pass resolves every staged row (its parents' ids, whether it exists and whether anything
+    differs) into a temporary table; rows whose parent is unknown are rejected; then only new and
+    changed rows are merged. New rows get every column (defaults for unmapped fields: no consent,
+    say); existing rows only the ``mapped`` fields, so a file without a consent column never
+    revokes consent given elsewhere.
     """
     target = entity.table
-    source = _source_select(stage, entity, now).subquery("src")
     updatable = _updatable(entity, mapped)
-    data = [c for c in source.c if c.name in updatable]
-    versioned = "source_updated_at" in source.c
-    joined = source.join(target, target.c.external_id == source.c.external_id)
-    rows = connection.execute(select(func.count()).select_from(source)).scalar_one()
-    existing = connection.execute(select(func.count()).select_from(joined)).scalar_one()
-    changed = connection.execute(
-        select(func.count())
-        .select_from(joined)
-        .where(
-            or_(*(target.c[c.name].is_distinct_from(c) for c in data)),
-            _newer(source.c, target) if versioned else true(),
+    resolved, refs = _resolve(connection, stage, entity, updatable)
+    rejects = _unknown_parents(connection, resolved, refs)
+    rows, existing, changed = connection.execute(
+        select(
+            func.count(),
+            func.count(resolved.c.target_id),
+            func.coalesce(func.sum(resolved.c.changed), 0),
         )
-    ).scalar_one()
+    ).one()
 
     module: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
-    names = [c.name for c in source.c]
-    statement = module.insert(target).from_select(names, select(source).where(true()))
+    names = [c.name for c in resolved.c if c.name in target.c]
+    columns: list[Any] = [resolved.c[name] for name in names]
+    if "updated_at" in target.c:
+        names.append("updated_at")
+        columns.append(literal(now, target.c.updated_at.type).label("updated_at"))
+    wanted = or_(resolved.c.target_id.is_(None), resolved.c.changed == 1)
+    statement = module.insert(target).from_select(names, select(*columns).where(wanted))
     excluded = statement.excluded
     kept = (*updatable, "updated_at", "source_updated_at")
-    assignments: dict[str, Any] = {c.name: excluded[c.name] for c in source.c if c.name in kept}
+    assignments: dict[str, Any] = {name: excluded[name] for name in names if name in kept}
     if entity.name == "subscriptions":
         assignments.update(_plan_history(target, excluded))
+    versioned = "source_updated_at" in resolved.c
     statement = statement.on_conflict_do_update(
         index_elements=["external_id"],
         set_=assignments,
         where=and_(
-            or_(*(target.c[c.name].is_distinct_from(excluded[c.name]) for c in data)),
-            _newer(excluded, target) if versioned else true(),
+            or_(*(target.c[n].is_distinct_from(excluded[n]) for n in names if n in updatable)),
+            _newer(excluded.source_updated_at, target) if versioned else true(),
         ),
     )
     connection.execute(statement)
+    resolved.drop(connection)
     added = _suppressions(connection, stage, now) if entity.name == "customers" else 0
-    return MergeCounts(rows, rows - existing, changed, existing - changed, added)
+    counts = MergeCounts(rows, rows - existing, int(changed), existing - int(changed), added)
+    return counts, rejects
+
+
+def _resolve(
+    connection: Connection, stage: Table, entity: Entity, updatable: set[str]
+) -> tuple[Table, list[tuple[str, str, str]]]:
+    """The staged rows as target columns, plus ``target_id`` and ``changed``, in a temp table."""
+    pg = connection.dialect.name == "postgresql"
+    target = entity.table.alias("t")
+    out: list[Column[Any]] = [
+        Column("line", Integer),
+        Column("target_id", Integer),
+        Column("changed", Integer),
+    ]
+    exprs: list[Any] = []
+    refs: list[tuple[str, str, str]] = []  # (ref column, id column, parent entity)
+    from_clause: Any = stage
+    for c in stage.columns:
+        field = entity.field(c.name)
+        if c.name == "line" or (field is not None and field.stage_only and field.kind != "ref"):
+            continue
+        if field is not None and field.kind == "ref" and field.refers_to is not None:
+            parent = ENTITIES[field.refers_to].table.alias(f"p_{c.name}")
+            from_clause = from_clause.join(parent, parent.c.external_id == c, isouter=True)
+            out += [Column(f"{c.name}_ref", Text), Column(f"{c.name}_id", Integer)]
+            exprs += [c, parent.c.id]
+            refs.append((f"{c.name}_ref", f"{c.name}_id", field.refers_to))
+        elif c.name not in entity.table.c:
+            continue
+        elif c.name == "source_updated_at" or (field is not None and field.kind == "timestamp"):
+            stored = entity.table.c[c.name].type
+            out.append(Column(c.name, stored if pg else Text))
+            exprs.append(from_epoch_us(c, stored))
+        else:
+            out.append(Column(c.name, c.type))
+            exprs.append(c)
+    values = dict(zip([col.name for col in out[3:]], exprs, strict=True))
+    from_clause = from_clause.join(
+        target, target.c.external_id == stage.c.external_id, isouter=True
+    )
+    differs: ColumnElement[bool] = or_(
+        *(target.c[n].is_distinct_from(values[n]) for n in values if n in updatable)
+    )
+    if "source_updated_at" in values:
+        differs = and_(differs, _newer(values["source_updated_at"], target))
+    changed = case((target.c.id.is_(None), 0), (differs, 1), else_=0)
+    name = f"resolved_{entity.name}"
+    connection.exec_driver_sql(f"DROP TABLE IF EXISTS {'' if pg else 'temp.'}{name}")
+    resolved = Table(name, MetaData(), *out, prefixes=["TEMPORARY"])
+    resolved.create(connection)
+    query = select(stage.c.line, target.c.id, changed, *exprs).select_from(from_clause)
+    connection.execute(resolved.insert().from_select([col.name for col in out], query))
+    return resolved, refs
+
+
+def _unknown_parents(
+    connection: Connection, resolved: Table, refs: list[tuple[str, str, str]]
+) -> list[Reject]:
+    """Reject rows whose customer (or subscription) is not in Retain; drop them."""
+    rejects: list[Reject] = []
+    for ref, id_, parent in refs:
+        unknown = and_(resolved.c[ref].is_not(None), resolved.c[id_].is_(None))
+        rows = connection.execute(select(resolved.c.line, resolved.c[ref]).where(unknown)).all()
+        if rows:
+            connection.execute(resolved.delete().where(unknown))
+            rejects.extend(
+                Reject(
+                    line,
+                    ref.removesuffix("_ref"),
+                    value,
+                    f"no {parent[:-1].replace('_', ' ')} with this id in Retain; "
+                    f"import the {parent} file first",
+                )
+                for line, value in rows
+            )
+    return rejects
 
 
 def _updatable(entity: Entity, mapped: set[str]) -> set[str]:
@@ -219,45 +274,45 @@ def _updatable(entity: Entity, mapped: set[str]) -> set[str]:
     return columns
 
 
-def _newer(incoming: Any, target: Table) -> ColumnElement[bool]:
+def _newer(incoming: Any, target: Any) -> ColumnElement[bool]:
     """The incoming row is not older than the stored one (an event delivered late loses)."""
     return or_(
-        incoming.source_updated_at.is_(None),
+        incoming.is_(None),
         target.c.source_updated_at.is_(None),
-        incoming.source_updated_at >= target.c.source_updated_at,
+        incoming >= target.c.source_updated_at,
     )
 
 
-def _source_select(stage: Table, entity: Entity, now: datetime) -> Any:
-    """The staged rows as the target table's columns: parents' ids looked up by source id."""
-    target = entity.table
-    columns: list[Any] = []
-    joins: list[tuple[Any, Any, bool]] = []
-    for c in stage.columns:
-        if c.name == "line":
-            continue
-        field = entity.field(c.name)
-        if field is not None and field.kind == "ref" and field.refers_to is not None:
-            parent = ENTITIES[field.refers_to].table.alias(f"p_{field.name}")
-            joins.append((parent, parent.c.external_id == c, not field.required))
-            columns.append(parent.c.id.label(f"{field.name}_id"))
-        elif field is not None and field.stage_only:
-            continue
-        elif c.name in target.c:
-            columns.append(c.label(c.name))
-    if "updated_at" in target.c:
-        columns.append(literal(now, target.c.updated_at.type).label("updated_at"))
-    query = select(*columns)
-    from_clause: Any = stage
-    for parent, condition, outer in joins:
-        from_clause = from_clause.join(parent, condition, isouter=outer)
-    return query.select_from(from_clause)
+class from_epoch_us(FunctionElement[Any]):
+    """Microseconds since 1970 as the stored timestamp: on SQLite the text SQLAlchemy writes
+    (``YYYY-MM-DD HH:MM:SS.ffffff``), on PostgreSQL a ``timestamptz``. Converting in SQL keeps a
+    million timestamps out of Python's (and pyarrow's slower) string formatting."""
+
+    inherit_cache = True
+
+    def __init__(self, micros: Any, type_: Any) -> None:
+        super().__init__(micros)
+        self.type = type_
+
+
+@compiles(from_epoch_us, "sqlite")
+def _from_epoch_us_sqlite(element: from_epoch_us, compiler: Any, **kw: Any) -> str:
+    x = compiler.process(next(iter(element.clauses)), **kw)
+    frac = f"((({x}) % 1000000 + 1000000) % 1000000)"
+    return (
+        f"(datetime((({x}) - {frac}) / 1000000, 'unixepoch')"
+        f" || '.' || substr('00000' || {frac}, -6))"
+    )
+
+
+@compiles(from_epoch_us, "postgresql")
+def _from_epoch_us_pg(element: from_epoch_us, compiler: Any, **kw: Any) -> str:
+    x = compiler.process(next(iter(element.clauses)), **kw)
+    return f"(TIMESTAMPTZ 'epoch' + ({x}) * INTERVAL '1 microsecond')"
 
 
 def _plan_history(target: Table, excluded: Any) -> dict[str, Any]:
     """A changed plan or interval keeps the old plan, MRR and interval, and when it changed."""
-    from sqlalchemy import case
-
     moved = or_(
         target.c.plan.is_distinct_from(excluded.plan),
         target.c.billing_interval.is_distinct_from(excluded.billing_interval),

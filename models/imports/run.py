@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +26,6 @@ from models.imports.merge import (
     create_stage,
     merge,
     reject_duplicates,
-    reject_unknown_parents,
     write_stage,
 )
 from models.imports.readers import (
@@ -188,8 +187,8 @@ def stage_and_merge(
         write_stage(connection, stage, staged)
     if mapping.spec("external_id") is not None or entity.name != "activity_events":
         rejects.extend(reject_duplicates(connection, stage))
-    rejects.extend(reject_unknown_parents(connection, stage, entity))
-    counts = merge(connection, stage, entity, now, set(mapping.columns))
+    counts, unknown = merge(connection, stage, entity, now, set(mapping.columns))
+    rejects.extend(unknown)
     stage.drop(connection)
     rejects.sort(key=lambda r: r.line)
     return counts, rejects
@@ -199,9 +198,8 @@ def _stamps(version: datetime | Sequence[datetime] | None) -> pa.Array | None:
     if version is None:
         return None
     versions = [version] if isinstance(version, datetime) else list(version)
-    return pa.array(
-        [v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") for v in versions], pa.string()
-    )
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return pa.array([(v - epoch) // timedelta(microseconds=1) for v in versions], pa.int64())
 
 
 def _record(
