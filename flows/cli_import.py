@@ -62,12 +62,17 @@ def import_command(
         _fail("import: no --mapping; give a mapping YAML file or a shipped mapping's name")
     if bool(files) == bool(from_sql):
         _fail("import: give either files or --from-sql URL --query FILE.sql")
+    if rejects is not None and files and len(files) > 1:
+        _fail("import: --rejects names one file's reject file; import the files one at a time")
     try:
         loaded = load_mapping(mapping)
     except MappingError as error:
         for problem in error.problems:
             errors.print(f"[red]error[/red] {escape(str(problem))}", highlight=False)
         raise typer.Exit(code=2) from None
+    settings_problem = _settings_problem()
+    if settings_problem:
+        _fail(f"import: {settings_problem}")
     engine = engine_for()
     upgrade(engine)
     summaries: list[ImportSummary] = []
@@ -95,6 +100,21 @@ def import_command(
         raise typer.Exit(code=2)
     if any(s.rejects for s in summaries):
         raise typer.Exit(code=1)
+
+
+def _settings_problem() -> str | None:
+    """One line about a malformed RETAIN_* setting, or None (the values are never echoed)."""
+    from pydantic import ValidationError
+
+    from models.imports.settings import ImportSettings
+
+    try:
+        ImportSettings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = "RETAIN_" + str(first["loc"][0]).upper() if first["loc"] else "a RETAIN_ setting"
+        return f"{name} is not valid ({first['msg']}); fix or unset it"
+    return None
 
 
 def _report(summary: object) -> None:
@@ -137,6 +157,9 @@ def sync_stripe_command() -> None:
     from models.imports.stripe_sync import StripeKeyMissing, sync_stripe
     from models.migrate import upgrade
 
+    settings_problem = _settings_problem()
+    if settings_problem:
+        _fail(f"sync stripe: {settings_problem}")
     engine = engine_for()
     upgrade(engine)
     try:

@@ -189,3 +189,33 @@ def test_an_import_without_consent_columns_never_revokes_consent(
             connection.execute(select(table(Customer).c.email_consent)).scalars().all()
             == [True] * 6
         )
+
+
+def test_identical_event_rows_without_ids_are_rejected_not_doubled(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from models.imports.mapping import load_mapping
+
+    customers = sx.write_csv(tmp_path / "c.csv", sx.CUSTOMER_COLUMNS, sx.customers())
+    import_file(engine, customers, load_mapping("stripe-customers"))
+    row = ["cus_0000", "2026-05-01T09:00:00Z", "login", 1]
+    path = sx.write_csv(
+        tmp_path / "e.csv",
+        ["customer_id", "timestamp", "event", "value"],
+        [row, row, ["cus_0001", 1780000000, "login", 1]],
+    )
+    summary = import_file(engine, path, load_mapping("product-events"))
+    assert (summary.inserted, summary.rejected) == (1, 2)
+    assert {(r.line, r.column) for r in summary.rejects} == {(2, "external_id"), (3, "external_id")}
+
+
+def test_a_malformed_setting_is_one_line(
+    engine: Engine, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETAIN_DATABASE_URL", database_url)
+    monkeypatch.setenv("RETAIN_DEFAULT_PHONE_REGION", "Sweden")
+    path = sx.write_csv(tmp_path / "customers.csv", sx.CUSTOMER_COLUMNS, sx.customers())
+    result = runner.invoke(app, ["import", str(path), "--mapping", "stripe-customers"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error import: RETAIN_DEFAULT_PHONE_REGION is not valid")
+    assert len(result.output.strip().splitlines()) == 1

@@ -123,7 +123,7 @@ def reject_duplicates(connection: Connection, stage: Table) -> list[Reject]:
             line,
             "external_id",
             value,
-            "duplicate id in this file (lines "
+            "duplicate id (or, without ids, an identical row) in this file (lines "
             + ", ".join(map(str, lines[value][:5]))
             + "); export each record once",
         )

@@ -185,8 +185,7 @@ def stage_and_merge(
             )
             staged = staged.append_column("source_updated_at", per_row.take(positions))
         write_stage(connection, stage, staged)
-    if mapping.spec("external_id") is not None or entity.name != "activity_events":
-        rejects.extend(reject_duplicates(connection, stage))
+    rejects.extend(reject_duplicates(connection, stage))
     counts, unknown = merge(connection, stage, entity, now, set(mapping.columns))
     rejects.extend(unknown)
     stage.drop(connection)
