@@ -52,7 +52,9 @@ EVENT_RESOURCES = {
     "invoice.payment_failed": "invoices",
     "invoice.voided": "invoices",
     "invoice.marked_uncollectible": "invoices",
+    "payment_method.attached": "payment_methods",
     "payment_method.updated": "payment_methods",
+    "customer.source.expiring": "payment_methods",
     "payment_method.automatically_updated": "payment_methods",
 }
 ORDER = ("customers", "subscriptions", "invoices", "payment_methods")

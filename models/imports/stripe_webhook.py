@@ -52,8 +52,10 @@ def stripe_webhook_route(
     ``RETAIN_STRIPE_WEBHOOK_SECRET``."""
 
     async def receive(request: Request) -> Response:
-        configured = ImportSettings().stripe_webhook_secret
-        key = secret or (configured.get_secret_value() if configured else None)
+        key = secret
+        if key is None:
+            configured = ImportSettings().stripe_webhook_secret
+            key = configured.get_secret_value() if configured else None
         if not key:
             # 500 makes Stripe retry later, once the secret is set; nothing is lost.
             return JSONResponse({"error": "RETAIN_STRIPE_WEBHOOK_SECRET is not set"}, 500)
