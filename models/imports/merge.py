@@ -71,6 +71,9 @@ def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] 
         columns.append(Column("expires_on", date_type))
     columns.extend(Column(name, timestamp) for name in extra)
     name = f"stage_{entity.name}"
+    if not pg:
+        # Staging and resolved rows in memory: no temp files for a million rows (~100 MB each).
+        connection.exec_driver_sql("PRAGMA temp_store = MEMORY")
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {'' if pg else 'temp.'}{name}")
     stage = Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
     stage.create(connection)
