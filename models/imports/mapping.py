@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
@@ -235,7 +235,3 @@ def closest(name: str, options: list[str]) -> str:
     """' (did you mean X?)' for the closest option, or ''."""
     match = difflib.get_close_matches(name, options, n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def plain_value(value: Any) -> str:
-    return "" if value is None else str(value)

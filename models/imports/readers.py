@@ -125,11 +125,9 @@ def _csv_batches(
     reader: pacsv.CSVStreamingReader, invalid: list[tuple[int | None, str]]
 ) -> Iterator[Batch]:
     line = 2
-    batches = []
     try:
         for batch in reader:
-            batches.append(batch)
-            # Yield lazily but only once no invalid row has been seen: a malformed file writes nothing.
+            # Stop at the first malformed row: the caller's transaction rolls back, nothing is kept.
             if invalid:
                 break
             yield Batch(batch, line)
