@@ -192,8 +192,10 @@ def bare_load(engine: object, path: Path) -> int:
 def measure(kind: str, url: str, path: Path) -> dict[str, float | int | str]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", kind, "--url", url, "--path", str(path)],
-        check=True, capture_output=True, text=True,
+        check=False, capture_output=True, text=True,
     )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} on {url} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
