@@ -253,3 +253,26 @@ def test_subscription_card_and_other_events(client: httpx.Client, engine: Engine
     assert outcomes["evt_n"] == "noted: upcoming invoice of 4900 for sub_0004"
     assert outcomes["evt_s"].startswith("rejected: customer 'cus_9'")
     assert "sub_9" not in subs and len(outcomes) == 7
+
+
+def test_a_failed_payment_puts_the_customer_in_a_dunning_segment_at_once(
+    client: httpx.Client, engine: Engine
+) -> None:
+    from experiments.rules import parse_rule
+    from models.segments import select_segment
+
+    rule = parse_rule('failed_invoices > 0 and subscription.status in ["active", "past_due"]')
+    as_of = datetime.now(UTC)
+    customer_id = rows(engine, Invoice)["in_0000"].customer_id
+    assert customer_id not in select_segment(engine, rule, as_of)  # its invoice was paid
+    event = failed_invoice(int(time.time()))
+    obj = event["data"]["object"]
+    obj["id"], obj["customer"] = "in_0000", "cus_0000"
+    obj["parent"]["subscription_details"]["subscription"] = "sub_0000"
+    assert post(client, {**event, "id": "evt_fail_0"}).status_code == 200
+    assert customer_id in select_segment(engine, rule, datetime.now(UTC))
+    paid = paid_invoice(int(time.time()) + 1)
+    paid["data"]["object"].update({"id": "in_0000", "customer": "cus_0000"})
+    paid["data"]["object"]["parent"]["subscription_details"]["subscription"] = "sub_0000"
+    assert post(client, {**paid, "id": "evt_paid_0"}).status_code == 200
+    assert customer_id not in select_segment(engine, rule, datetime.now(UTC))
