@@ -67,3 +67,21 @@ def test_hourly_deployment() -> None:
     assert deployment.parameters == {
         "files": [{"path": "/data/events.parquet", "mapping": "product-events"}]
     }
+
+
+def test_the_key_comes_from_settings_or_a_prefect_secret_block(prefect_api: None) -> None:
+    from prefect.blocks.system import Secret
+
+    from models.imports.settings import ImportSettings
+    from models.imports.stripe_sync import StripeKeyMissing, api_key
+
+    Secret(value="rk_test_from_block").save("retain-stripe-key-test", overwrite=True)
+    from_block = ImportSettings(stripe_api_key=None, stripe_secret_block="retain-stripe-key-test")
+    assert api_key(from_block) == "rk_test_from_block"
+    both = ImportSettings(
+        stripe_api_key="rk_test_env", stripe_secret_block="retain-stripe-key-test"
+    )
+    assert api_key(both) == "rk_test_env"
+    assert "rk_test_env" not in repr(both)  # a SecretStr never prints
+    with pytest.raises(StripeKeyMissing, match="RETAIN_STRIPE_API_KEY"):
+        api_key(ImportSettings(stripe_api_key=None, stripe_secret_block=None))
