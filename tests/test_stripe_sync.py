@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from models.bulk import table
 from models.customer_data import Customer, Invoice, PaymentMethod, Subscription
+from models.imports import stripe_sync
 from models.imports.settings import ImportSettings
 from models.imports.stripe_api import StripeApiError
 from models.imports.stripe_sync import EVENT_RESOURCES, read_cursors, sync_stripe
@@ -54,7 +55,10 @@ def state(engine: Engine) -> dict[str, dict[str, Any]]:
         }
 
 
-def test_first_sync_pages_then_incremental_sync_reads_only_changes(engine: Engine) -> None:
+def test_first_sync_pages_then_incremental_sync_reads_only_changes(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stripe_sync, "CHUNK", 2)  # three customers: applied in two chunks
     fake = FakeStripe(KEY)
     business(fake, range(1, 4))
     with running(fake):

@@ -10,8 +10,8 @@ sync that fails half-way resumes where the last good one ended.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +58,7 @@ EVENT_RESOURCES = {
     "payment_method.automatically_updated": "payment_methods",
 }
 ORDER = ("customers", "subscriptions", "invoices", "payment_methods")
+CHUNK = 5_000
 
 
 class StripeKeyMissing(Exception):
@@ -101,12 +102,19 @@ def sync_stripe(
     new_customers: list[str] = []
     for resource, to_row in LISTED.items():
         extra = {"status": "all"} if resource == "subscriptions" else None
-        objects = list(list_objects(client, resource, cursors.get(resource), extra, page_size))
-        if resource == "customers":
-            new_customers = [obj["id"] for obj in objects]
-        cursor = max((int(obj["created"]) for obj in objects), default=cursors.get(resource))
-        moved = {resource: cursor} if cursor is not None else {}
-        imports += _apply(engine, resource, [to_row(o) for o in objects], now, now, moved)
+        listing = list_objects(client, resource, cursors.get(resource), extra, page_size)
+        summaries: list[ImportSummary] = []
+        newest = cursors.get(resource)
+        # Applied in chunks (bounded memory on a first sync); the cursor moves with the last one,
+        # since Stripe lists newest first: a sync that fails half-way re-reads, idempotently.
+        for chunk in _chunks(listing, CHUNK):
+            if resource == "customers":
+                new_customers += [obj["id"] for obj in chunk]
+            newest = max([newest or 0, *(int(obj["created"]) for obj in chunk)])
+            summaries += _apply(engine, resource, [to_row(o) for o in chunk], now, now, {})
+        if newest is not None:
+            _save_cursors(engine, {resource: newest}, now)
+        imports += _combined(summaries)
     cards = [
         payment_method_row(card)
         for customer in new_customers
@@ -131,6 +139,35 @@ def sync_stripe(
         # The first sync read everything; changes from now on come as events.
         _save_cursors(engine, {"events": int(now.timestamp())}, now)
     return SyncSummary(imports, events, read_cursors(engine))
+
+
+def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _combined(summaries: list[ImportSummary]) -> list[ImportSummary]:
+    """One summary per resource, however many chunks it took."""
+    if len(summaries) <= 1:
+        return summaries
+    first = summaries[0]
+    return [
+        replace(
+            first,
+            rows=sum(s.rows for s in summaries),
+            inserted=sum(s.inserted for s in summaries),
+            updated=sum(s.updated for s in summaries),
+            unchanged=sum(s.unchanged for s in summaries),
+            suppressions=sum(s.suppressions for s in summaries),
+            rejects=[r for s in summaries for r in s.rejects],
+        )
+    ]
 
 
 def _latest_states(events: list[dict[str, Any]]) -> dict[str, tuple[list[Row], list[datetime]]]:
