@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from flows import cli_deploy, cli_report
+from flows import cli_deploy, cli_import, cli_report
 from flows.cli_checks import (
     AsOf,
     CliProblem,
@@ -61,6 +61,8 @@ app.add_typer(cli_deploy.server_app, name="server")
 app.command("report")(cli_report.report)
 app.add_typer(webhooks_app, name="webhooks")
 app.command()(preview)
+app.command("import")(cli_import.import_command)
+app.add_typer(cli_import.sync_app, name="sync")
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns

@@ -5,5 +5,6 @@ import models.aggregate_records
 import models.customer_data
 import models.delivery
 import models.dispatch_records
+import models.imports.tables
 import models.records
 import models.risk_tables  # noqa: F401

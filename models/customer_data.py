@@ -32,6 +32,9 @@ class Customer(SQLModel, table=True):
     email_consent: bool = False
     sms_consent: bool = False
     created_at: datetime
+    updated_at: datetime | None = Field(
+        default=None, description="when an import, sync or webhook last inserted or changed the row"
+    )
 
 
 class Subscription(SQLModel, table=True):
@@ -64,6 +67,12 @@ class Subscription(SQLModel, table=True):
         default=None, max_length=16, description="interval before the last plan change"
     )
     plan_changed_at: datetime | None = None
+    updated_at: datetime | None = Field(
+        default=None, description="when an import, sync or webhook last inserted or changed the row"
+    )
+    source_updated_at: datetime | None = Field(
+        default=None, description="the source's version of the row (a Stripe event's time)"
+    )
 
 
 class Invoice(SQLModel, table=True):
@@ -80,6 +89,12 @@ class Invoice(SQLModel, table=True):
     attempts: int = 1
     due_at: datetime
     paid_at: datetime | None = None
+    updated_at: datetime | None = Field(
+        default=None, description="when an import, sync or webhook last inserted or changed the row"
+    )
+    source_updated_at: datetime | None = Field(
+        default=None, description="the source's version of the row (a Stripe event's time)"
+    )
 
 
 class PaymentMethod(SQLModel, table=True):
@@ -97,6 +112,12 @@ class PaymentMethod(SQLModel, table=True):
     expires_on: date = Field(description="last day of the expiry month")
     is_default: bool = True
     created_at: datetime
+    updated_at: datetime | None = Field(
+        default=None, description="when an import, sync or webhook last inserted or changed the row"
+    )
+    source_updated_at: datetime | None = Field(
+        default=None, description="the source's version of the row (a Stripe event's time)"
+    )
 
 
 class ActivityEvent(SQLModel, table=True):
@@ -105,6 +126,9 @@ class ActivityEvent(SQLModel, table=True):
     __tablename__ = "activity_events"
 
     id: int | None = Field(default=None, primary_key=True)
+    external_id: str | None = Field(
+        default=None, max_length=255, unique=True, description="the source's event id, if imported"
+    )
     customer_id: int = Field(foreign_key="customers.id", index=True)
     kind: str = Field(max_length=32, description="login | feature_use | milestone | support_ticket")
     name: str | None = Field(default=None, max_length=64)

@@ -1,7 +1,7 @@
 """evaluation aggregates
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-02 06:50:06.651262
 """
 
@@ -11,7 +11,7 @@ import sqlmodel
 
 
 revision = '0012'
-down_revision = '0007'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
