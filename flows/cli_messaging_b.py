@@ -274,8 +274,11 @@ def serve(
             "run `retain db upgrade`",
         )
     warn_default_link_secret()
+    from models.imports.stripe_webhook import stripe_webhook_route
+
     try:
-        app = create_app(engine, settings)
+        # Stripe's events arrive at /webhooks/stripe (verified with RETAIN_STRIPE_WEBHOOK_SECRET).
+        app = create_app(engine, settings, routes=[stripe_webhook_route(lambda: engine)])
     except VerificationKeyError as error:
         _fail("webhooks", str(error), "set RETAIN_SENDGRID_WEBHOOK_PUBLIC_KEY again")
     for label, value in settings.describe():

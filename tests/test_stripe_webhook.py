@@ -40,8 +40,11 @@ def sign(payload: bytes, at: int | None = None, secret: str = SECRET) -> str:
     return f"t={at},v1={digest}"
 
 
-@pytest.fixture
-def client(engine: Engine, tmp_path: Path) -> Iterator[httpx.Client]:
+@pytest.fixture(params=["own-app", "retain-webhooks-app"])
+def client(
+    engine: Engine, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[httpx.Client]:
+    """The route on its own, and mounted in the app `retain webhooks serve` runs."""
     folder = tmp_path / "export"
     folder.mkdir()
     for name, columns, rows in [
@@ -52,7 +55,14 @@ def client(engine: Engine, tmp_path: Path) -> Iterator[httpx.Client]:
     ]:
         path = sx.write_csv(folder / f"{name}.csv", columns, rows)
         assert import_file(engine, path, load_mapping(name)).rejects == []
-    app = Starlette(routes=[stripe_webhook_route(lambda: engine, secret=SECRET)])
+    route = stripe_webhook_route(lambda: engine, secret=SECRET)
+    if request.param == "own-app":
+        app: Any = Starlette(routes=[route])
+    else:
+        from messaging.webhooks import WebhookSettings, create_app
+
+        monkeypatch.setenv("RETAIN_LINK_SECRET", "test-link-secret")
+        app = create_app(engine, WebhookSettings(), routes=[route])
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

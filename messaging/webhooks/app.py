@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 from starlette.datastructures import ImmutableMultiDict
+from starlette.routing import BaseRoute
 
 from messaging.links import link_secret, message_ref, verify_link_token
 from messaging.webhooks.events import (
@@ -215,9 +216,11 @@ def create_app(
     *,
     clock: Clock = time.time,
     routers: Sequence[APIRouter] = (),
+    routes: Sequence[BaseRoute] = (),
 ) -> FastAPI:
     """The webhook app over ``engine``. ``settings`` default to the environment
-    (:meth:`WebhookSettings.from_env`); ``routers`` are mounted as well (e.g. Stripe's)."""
+    (:meth:`WebhookSettings.from_env`); ``routers`` and plain Starlette ``routes`` are mounted as
+    well (Stripe's receiver is one: ``models.imports.stripe_webhook.stripe_webhook_route``)."""
     settings = settings or WebhookSettings.from_env()
     if settings.sendgrid_public_key:
         check_sendgrid_key(settings.sendgrid_public_key)
@@ -227,6 +230,7 @@ def create_app(
     app.include_router(unsubscribe_router(engine, clock))
     for router in routers:
         app.include_router(router)
+    app.router.routes.extend(routes)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
