@@ -46,15 +46,14 @@ def dispatch(
     from flows.cli_messaging_b import warn_default_link_secret
     from messaging.settings import SettingsError, build_channels, load_settings
 
-    _checked(open_database)
-    _checked(lambda: writable_folder(outbox, "--outbox"))
-    _quiet_prefect(verbose)
-    warn_default_link_secret()
-
     try:
         build_channels(load_settings(), outbox)  # fail fast, before any flow starts
     except (SettingsError, ValueError) as error:
         _fail("channels", str(error))
+    _checked(open_database)
+    _checked(lambda: writable_folder(outbox, "--outbox"))
+    warn_default_link_secret()
+    _quiet_prefect(verbose)
     from flows.pipeline import dispatch_messages
 
     summary = dispatch_messages(str(outbox), as_of=as_of)
