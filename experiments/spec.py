@@ -156,6 +156,10 @@ class Arm(StrictModel):
 
 
 class Segment(StrictModel):
+    # A rule has its own limits (conditions, list values, nesting; experiments.rule_tokens),
+    # bounded in length by the file's, so the general text cap does not apply to it.
+    model_config = ConfigDict(str_max_length=None)
+
     where: str = Field(min_length=1, description="a rule over customer fields")
     exclude_if_in_other_experiments: bool = True
 

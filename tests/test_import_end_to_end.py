@@ -102,7 +102,9 @@ def test_import_run_send_reimport_evaluate(engine: Engine, tmp_path: Path) -> No
     assert assigned.new == N
     scheduled = schedule_messages(engine, eid, loaded.spec, AS_OF)
     treated = assigned.by_arm["email"] + assigned.by_arm["email_sms"]
-    assert scheduled == treated + assigned.by_arm["email_sms"]
+    # Control customers get shadow ("would have sent") rows at the treatment arms' touch points.
+    shadow = assigned.by_arm["control"] * len(loaded.spec.shadow_steps())
+    assert scheduled == treated + assigned.by_arm["email_sms"] + shadow
     with engine.connect() as connection:
         customers = table(Customer)
         arms = dict(
