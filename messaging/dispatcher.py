@@ -47,7 +47,7 @@ from messaging.render import (
     message_token,
     render,
 )
-from messaging.sending import Senders, SendJob, SendResult
+from messaging.sending import InFlightBatch, Senders, SendJob, SendResult
 from models import outbox
 from models.outbox import Attempt, ClaimedMessage, CustomerFacts, ExperimentFacts, Outcome
 
@@ -299,6 +299,12 @@ class _Batch:
         )
 
 
+@dataclass(frozen=True)
+class _Flying:
+    decided: _Batch
+    calls: InFlightBatch
+
+
 class _Dispatcher:
     def __init__(
         self,
@@ -337,8 +343,9 @@ class _Dispatcher:
         self.experiments[facts.id] = result
         return result
 
-    def run_batch(self, batch: list[ClaimedMessage], now: datetime, senders: Senders) -> bool:
-        """Process one claimed batch; False if a fatal channel error stopped the run."""
+    def decide(self, batch: list[ClaimedMessage], now: datetime) -> _Batch:
+        """The decision transaction of one claimed batch: afterwards every message is settled
+        (skipped, deferred, withheld, failed) or in flight with its attempt recorded."""
         lease_until = now + self.options.lease
         decided = _Batch(self, now)
         with self.engine.begin() as conn:
@@ -353,9 +360,17 @@ class _Dispatcher:
             decided.decide_all(conn, held)
             outbox.write_outcomes(conn, self.worker, now, decided.outcomes)
             outbox.start_attempts(conn, self.worker, now, lease_until, decided.attempts)
+        return decided
+
+    def send(self, decided: _Batch, senders: Senders) -> _Flying:
+        """Start the batch's provider calls; no call starts after the lease (minus one call)."""
         deadline = time.monotonic() + self.options.lease.total_seconds()
-        results = senders.run(decided.jobs, lambda: deadline)
-        progressed = self.record(results, now)
+        return _Flying(decided, senders.start(decided.jobs, lambda: deadline))
+
+    def finish(self, flying: _Flying) -> bool:
+        """Wait for a batch's calls and record them; False if the run must stop."""
+        results = flying.calls.results()
+        progressed = self.record(results, flying.decided.now)
         if results and all(r.not_attempted for r in results) and self.tally.error is None:
             self.tally.error = (
                 "no provider call could start within the claim's lease; raise the lease "
@@ -363,6 +378,10 @@ class _Dispatcher:
             )
             return False
         return progressed
+
+    def abandon(self, decided: _Batch) -> None:
+        """Put a decided batch whose calls never started back to pending."""
+        self.record([SendResult(job, not_attempted=True) for job in decided.jobs], decided.now)
 
     def record(self, results: list[SendResult], now: datetime) -> bool:
         outcomes: list[Outcome] = []
@@ -531,33 +550,43 @@ def dispatch_due(
     rates = {k: v for k, v in (opts.rates or {}).items() if k in channels}
     senders = Senders(channels, opts.senders, rates, opts.call_budget)
     batch: list[ClaimedMessage] = []
+    flying: _Flying | None = None
     try:
         dispatcher.tally.reconciled = reconcile_expired(
             engine, tick(), worker, channels, opts.lease
         )
         while True:
+            # Pipelined: the next batch is claimed and decided while the previous one is sent.
             moment = tick()
             batch = outbox.claim(
                 engine, moment, worker, opts.batch_size, list(channels), moment + opts.lease
             )
-            if not batch:
-                # Leases may have lapsed meanwhile (another worker died): settle those too, and
-                # send what turned out not to have been sent.
-                settled = reconcile_expired(engine, tick(), worker, channels, opts.lease)
-                dispatcher.tally.reconciled += settled
-                if settled:
-                    continue
-                break
-            if not dispatcher.run_batch(batch, moment, senders):
-                break
+            decided = dispatcher.decide(batch, moment) if batch else None
             batch = []
+            if flying is not None:
+                done, flying = flying, None
+                if not dispatcher.finish(done):
+                    if decided is not None:
+                        dispatcher.abandon(decided)
+                    break
+            if decided is not None:
+                flying = dispatcher.send(decided, senders)
+                continue
+            # Nothing due. Leases may have lapsed meanwhile (another worker died): settle those
+            # too, and send what turned out not to have been sent.
+            settled = reconcile_expired(engine, tick(), worker, channels, opts.lease)
+            dispatcher.tally.reconciled += settled
+            if not settled:
+                break
     except Exception as error:
         logger.exception("dispatch by %s stopped", worker)
         released = 0
         try:
             released = release_claims(engine, worker, [m.id for m in batch])
+            if flying is not None:
+                dispatcher.finish(flying)
         except Exception:
-            logger.exception("could not release the claimed batch; its leases will expire")
+            logger.exception("could not settle the last batches; their leases will expire")
         dispatcher.tally.error = (
             f"{type(error).__name__}: {error}; {released} claimed message(s) put back, messages in "
             "flight are reconciled by the next run (or `retain outbox recover`)"
