@@ -83,6 +83,9 @@ class _Flying:
     decided: BatchDecisions
     calls: InFlightBatch
 
+    def customers(self) -> set[int]:
+        return {job.message.customer_id for job in self.decided.jobs}
+
 
 class _Dispatcher:
     def __init__(
@@ -283,6 +286,7 @@ def dispatch_due(
     rates = {k: v for k, v in (opts.rates or {}).items() if k in channels}
     senders = Senders(channels, opts.senders, rates, opts.call_budget)
     batch: list[ClaimedMessage] = []
+    held: list[int] = []
     flying: _Flying | None = None
     try:
         dispatcher.tally.reconciled = reconcile_expired(
@@ -294,6 +298,13 @@ def dispatch_due(
             batch = outbox.claim(
                 engine, moment, worker, opts.batch_size, list(channels), moment + opts.lease
             )
+            # A customer with a message in the batch still being sent waits for its result (an
+            # earlier message's outcome can change the decision about a later one).
+            busy = flying.customers() if flying is not None else set()
+            held = [m.id for m in batch if m.customer_id in busy]
+            if held:
+                release_claims(engine, worker, held)
+                batch = [m for m in batch if m.customer_id not in busy]
             decided = dispatcher.decide(batch, moment) if batch else None
             batch = []
             if flying is not None:
@@ -305,6 +316,8 @@ def dispatch_due(
             if decided is not None:
                 flying = dispatcher.send(decided, senders)
                 continue
+            if held:
+                continue  # due again now that the batch they waited for is recorded
             # Nothing due. Leases may have lapsed meanwhile (another worker died): settle those
             # too, and send what turned out not to have been sent.
             settled = reconcile_expired(engine, tick(), worker, channels, opts.lease)

@@ -159,17 +159,21 @@ def begin_decisions(
     """Open a batch's decision transaction on ``conn`` (inside ``engine.begin()``): renew the
     batch's lease (a write first, so SQLite takes its write lock before any read), lock the
     customers' rows on PostgreSQL, and return the ids of the messages this worker still holds."""
-    held = conn.execute(  # RETURNING: the rows this worker still holds
-        update(Message)
-        .where(
-            col(Message.id).in_(list(message_ids)),
-            col(Message.claimed_by) == worker_id,
-            col(Message.status) == "sending",
-            col(Message.status_reason) == CLAIMED,
+    held = (
+        conn.execute(  # RETURNING: the rows this worker still holds
+            update(Message)
+            .where(
+                col(Message.id).in_(list(message_ids)),
+                col(Message.claimed_by) == worker_id,
+                col(Message.status) == "sending",
+                col(Message.status_reason) == CLAIMED,
+            )
+            .values(lease_expires_at=lease_until)
+            .returning(col(Message.id))
         )
-        .values(lease_expires_at=lease_until)
-        .returning(col(Message.id))
-    ).scalars()
+        .scalars()
+        .all()
+    )
     mine = {i for i in held if i is not None}
     if conn.dialect.name == "postgresql":
         conn.execute(
@@ -191,7 +195,7 @@ def last_attempts(conn: Connection, message_ids: Iterable[int]) -> dict[int, int
         .where(col(SendAttempt.message_id).in_(ids))
         .group_by(col(SendAttempt.message_id))
     )
-    return {mid: n for mid, n in conn.execute(query)}
+    return {mid: n for mid, n in conn.execute(query).all()}
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,7 @@ def recent_sends(conn: Connection, customer_ids: Iterable[int], since: datetime)
         select(col(Message.customer_id), col(Message.channel), func.count())
         .where(col(Message.customer_id).in_(ids), sent_or_flying)
         .group_by(col(Message.customer_id), col(Message.channel))
-    ):
+    ).all():
         counts[(cid, channel)] = n
     withheld: dict[tuple[int, str, int], int] = {}
     for cid, channel, eid, n in conn.execute(
@@ -237,7 +241,7 @@ def recent_sends(conn: Connection, customer_ids: Iterable[int], since: datetime)
             col(Message.sent_at) > since,
         )
         .group_by(col(Message.customer_id), col(Message.channel), col(Message.experiment_id))
-    ):
+    ).all():
         withheld[(cid, channel, eid)] = n
     return RecentSends(counts, withheld)
 

@@ -59,7 +59,8 @@ class ExperimentFacts:
 
 
 def load_customers(conn: Connection, customer_ids: Iterable[int]) -> dict[int, CustomerFacts]:
-    """Customers with their suppressed channels, current plan (the latest subscription that is not
+    """Customers with their suppressed channels (each result fetched whole: one call, not one
+    per row), current plan (the latest subscription that is not
     canceled, else the latest) and default card (the latest default payment method)."""
     ids = sorted(set(customer_ids))
     suppressed: dict[int, set[str]] = {}
@@ -67,14 +68,14 @@ def load_customers(conn: Connection, customer_ids: Iterable[int]) -> dict[int, C
         select(col(Suppression.customer_id), col(Suppression.channel)).where(
             col(Suppression.customer_id).in_(ids)
         )
-    ):
+    ).all():
         suppressed.setdefault(cid, set()).add(channel)
     plans: dict[int, tuple[bool, str]] = {}
     for cid, plan, status in conn.execute(
         select(col(Subscription.customer_id), col(Subscription.plan), col(Subscription.status))
         .where(col(Subscription.customer_id).in_(ids))
         .order_by(col(Subscription.started_at), col(Subscription.id))
-    ):
+    ).all():
         live = status != "canceled"
         if live or not plans.get(cid, (False, ""))[0]:
             plans[cid] = (live, plan)
@@ -89,9 +90,9 @@ def load_customers(conn: Connection, customer_ids: Iterable[int]) -> dict[int, C
         )
         .where(col(PaymentMethod.customer_id).in_(ids), col(PaymentMethod.is_default))
         .order_by(col(PaymentMethod.created_at), col(PaymentMethod.id))
-    ):
+    ).all():
         cards[cid] = CardFacts(brand, last4, month, year)
-    rows = conn.execute(select(Customer).where(col(Customer.id).in_(ids))).mappings()
+    rows = conn.execute(select(Customer).where(col(Customer.id).in_(ids))).mappings().all()
     return {
         r["id"]: CustomerFacts(
             id=r["id"],
@@ -134,7 +135,7 @@ def load_experiments(conn: Connection, experiment_ids: Iterable[int]) -> dict[in
     )
     return {
         eid: ExperimentFacts(eid, key, status, yaml)
-        for eid, key, status, yaml in conn.execute(query)
+        for eid, key, status, yaml in conn.execute(query).all()
     }
 
 
@@ -195,4 +196,4 @@ def conditions_met(conn: Connection, message_ids: Iterable[int], now: datetime) 
             )
         ),
     )
-    return {i for i in conn.execute(query).scalars() if i is not None}
+    return {i for i in conn.execute(query).scalars().all() if i is not None}
