@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -178,6 +179,11 @@ def _spawn(database_url: str, provider_url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
 
 
+def _posts(fake: Any) -> int:
+    with fake.lock:
+        return sum(1 for r in fake.requests if r.method == "POST")
+
+
 def _intermediate(database_url: str) -> int:
     from sqlalchemy import func, select
 
@@ -214,11 +220,15 @@ def run(
     done_kills = 0
     with FakeProviders(latency=0.003) as fake:
         while done_kills < kills:
-            before = len(fake.requests)
+            before, sends_before = len(fake.requests), _posts(fake)
             process = _spawn(database_url, fake.url)
-            # Wait until this child is sending, then kill it at a random moment.
+            # Wait until this child talks to a provider (three times in four: until it sends;
+            # else any request, e.g. a reconciliation lookup), then kill it at a random moment.
+            wait_for_send = rng.random() < 0.75
             deadline = time.monotonic() + 30
-            while len(fake.requests) == before and process.poll() is None:
+            while process.poll() is None and (
+                _posts(fake) == sends_before if wait_for_send else len(fake.requests) == before
+            ):
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.01)
@@ -227,11 +237,14 @@ def run(
                     break  # everything went out before we could kill it again
                 time.sleep(LEASE_SECONDS / 2)  # it was waiting for leases to expire
                 continue
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.5))
             process.send_signal(signal.SIGKILL)
             process.wait()
             done_kills += 1
-            log(f"kill {done_kills}: {len(fake.requests) - before} requests in that run")
+            log(
+                f"kill {done_kills}: {len(fake.requests) - before} requests, "
+                f"{_posts(fake) - sends_before} sends in that run"
+            )
         for _ in range(20):  # undisturbed runs until nothing is pending or in flight
             if _intermediate(database_url) == 0:
                 break

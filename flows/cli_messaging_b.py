@@ -114,7 +114,7 @@ def _customer_view(
     from models.customer_data import Customer
     from models.db import database_url, engine_for, redact
     from models.migrate import is_up_to_date
-    from models.outbox import load_customers
+    from models.outbox_facts import load_customers
     from models.records import Experiment, OfferGrant
 
     engine = engine_for()

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -87,19 +88,23 @@ def _reach(channel: str, recipient: Recipient) -> tuple[str | None, str | None]:
         raise ValueError(f"unknown channel {channel!r}; use email or sms")
     if raw is None or not raw.strip():
         return None, "no_address"
-    try:
-        address = (
-            normalise_email(raw)
-            if channel == "email"
-            else normalise_phone(raw, recipient.country or None)
-        )
-    except ContactError:
+    address = _normalised(channel, raw, recipient.country or None)
+    if address is None:
         return None, "invalid_email" if channel == "email" else "invalid_phone"
     if not consent:
         return None, "no_consent"
     if channel in recipient.suppressed_channels:
         return None, "suppressed"
     return address, None
+
+
+@lru_cache(maxsize=65536)
+def _normalised(channel: str, raw: str, region: str | None) -> str | None:
+    """The address in normal form, or None if it does not parse (cached: pure and repeated)."""
+    try:
+        return normalise_email(raw) if channel == "email" else normalise_phone(raw, region)
+    except ContactError:
+        return None
 
 
 def zone_of(name: str | None) -> tzinfo | None:

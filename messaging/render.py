@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
+import time
 import traceback
 from dataclasses import dataclass, fields, replace
 from datetime import date
@@ -202,6 +204,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        auto_reload=False,  # no stat per message; a changed template needs a new process
     )
     env.filters["brand"] = _brand
     env.filters["month_name"] = _month_name
@@ -219,14 +222,30 @@ def _check_channel(channel: str) -> str:
 
 
 def _locales_of(template: str, suffix: str) -> list[str]:
-    folder = TEMPLATES_DIR / template
     if not re.fullmatch(r"[a-z0-9_]+", template):
         return []
+    folder = TEMPLATES_DIR / template
+    stamp = _stamp(folder)
+    # The listing is cached until the folder changes (its mtime moves); the folder is looked at
+    # at most once a second, so a busy dispatcher makes no system call per message.
+    return [] if stamp is None else list(_listing(folder, suffix, stamp))
+
+
+_STAMPS: dict[Path, tuple[float, int | None]] = {}
+
+
+def _stamp(folder: Path) -> int | None:
+    now = time.monotonic()
+    seen = _STAMPS.get(folder)
+    if seen is not None and now - seen[0] < 1.0:
+        return seen[1]
     try:
-        stamp = folder.stat().st_mtime_ns  # adding or removing a file changes it
+        info = folder.stat()
+        stamp = info.st_mtime_ns if stat.S_ISDIR(info.st_mode) else None
     except OSError:
-        return []
-    return list(_listing(folder, suffix, stamp))
+        stamp = None
+    _STAMPS[folder] = (now, stamp)
+    return stamp
 
 
 @lru_cache(maxsize=1024)

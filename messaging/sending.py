@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from messaging.channels import Channel, ChannelError, OutgoingMessage, Receipt
@@ -70,6 +70,15 @@ class SendResult:
     not_attempted: bool = False
 
 
+@dataclass(frozen=True)
+class InFlightBatch:
+    futures: list[Future[SendResult]]
+
+    def results(self) -> list[SendResult]:
+        """Every job's result, in the jobs' order (waits for the calls still running)."""
+        return [future.result() for future in self.futures]
+
+
 class Senders:
     """Runs a batch's provider calls on ``senders`` threads, rate-limited per channel."""
 
@@ -91,10 +100,14 @@ class Senders:
         self.pool.shutdown(wait=True)
 
     def run(self, jobs: Sequence[SendJob], deadline: Callable[[], float]) -> list[SendResult]:
-        """Send every job; ``deadline()`` is the monotonic time after which no call may start."""
-        if self.senders == 1 or len(jobs) <= 1:
-            return [self._one(job, deadline) for job in jobs]
-        return list(self.pool.map(lambda job: self._one(job, deadline), jobs))
+        """Send every job and wait; ``deadline()`` is the monotonic time after which no call may
+        start."""
+        return self.start(jobs, deadline).results()
+
+    def start(self, jobs: Sequence[SendJob], deadline: Callable[[], float]) -> InFlightBatch:
+        """Start sending ``jobs`` on the pool and return at once (the dispatcher decides the
+        next batch meanwhile)."""
+        return InFlightBatch([self.pool.submit(self._one, job, deadline) for job in jobs])
 
     def _one(self, job: SendJob, deadline: Callable[[], float]) -> SendResult:
         channel = job.message.channel

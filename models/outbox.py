@@ -1,5 +1,6 @@
-"""Outbox queries for the dispatcher: claim due messages under a lease, load what a batch needs,
-and record each batch's decisions and results in one transaction each.
+"""Outbox queries for the dispatcher: claim due messages under a lease, and record each batch's
+decisions and results in one transaction each (what a batch needs to be decided is loaded by
+:mod:`models.outbox_facts`).
 
 A message moves ``pending`` -> ``sending`` (``status_reason`` ``claimed``, then ``in_flight``) ->
 ``sent`` / ``failed`` / ``skipped`` / ``withheld`` (a control customer's eligible would-be message),
@@ -36,7 +37,6 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
-    exists,
     func,
     or_,
     select,
@@ -46,16 +46,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import col
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from models.billing_facts import invoice_paid_clause
 from models.bulk import insert_ignoring_conflicts, table
-from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
+from models.customer_data import Customer
 from models.dispatch_records import SendAttempt
 from models.records import (
-    Assignment,
-    Experiment,
-    ExperimentSnapshot,
     Message,
-    OfferGrant,
     Suppression,
 )
 
@@ -83,40 +78,6 @@ class ClaimedMessage:
     scheduled_at: datetime
     attempts: int
     shadow: bool = False
-
-
-@dataclass(frozen=True)
-class CardFacts:
-    brand: str
-    last4: str
-    exp_month: int
-    exp_year: int
-
-
-@dataclass(frozen=True)
-class CustomerFacts:
-    id: int
-    external_id: str
-    name: str
-    email: str | None
-    phone: str | None
-    locale: str
-    timezone: str
-    email_consent: bool
-    sms_consent: bool
-    suppressed_channels: frozenset[str]
-    plan: str | None
-    card: CardFacts | None
-    country: str | None = None
-
-
-@dataclass(frozen=True)
-class ExperimentFacts:
-    id: int
-    key: str
-    status: str
-    spec_yaml: str | None
-    """The YAML of the experiment's current snapshot (the one its ``spec_hash`` names)."""
 
 
 # --- Claiming --------------------------------------------------------------------------------------
@@ -185,150 +146,6 @@ def claim(
     return sorted(claimed, key=lambda m: (m.scheduled_at, m.id))
 
 
-# --- Batch facts -----------------------------------------------------------------------------------
-
-
-def load_customers(conn: Connection, customer_ids: Iterable[int]) -> dict[int, CustomerFacts]:
-    """Customers with their suppressed channels, current plan (the latest subscription that is not
-    canceled, else the latest) and default card (the latest default payment method)."""
-    ids = sorted(set(customer_ids))
-    suppressed: dict[int, set[str]] = {}
-    for cid, channel in conn.execute(
-        select(col(Suppression.customer_id), col(Suppression.channel)).where(
-            col(Suppression.customer_id).in_(ids)
-        )
-    ):
-        suppressed.setdefault(cid, set()).add(channel)
-    plans: dict[int, tuple[bool, str]] = {}
-    for cid, plan, status in conn.execute(
-        select(col(Subscription.customer_id), col(Subscription.plan), col(Subscription.status))
-        .where(col(Subscription.customer_id).in_(ids))
-        .order_by(col(Subscription.started_at), col(Subscription.id))
-    ):
-        live = status != "canceled"
-        if live or not plans.get(cid, (False, ""))[0]:
-            plans[cid] = (live, plan)
-    cards: dict[int, CardFacts] = {}
-    for cid, brand, last4, month, year in conn.execute(
-        select(
-            col(PaymentMethod.customer_id),
-            col(PaymentMethod.brand),
-            col(PaymentMethod.last4),
-            col(PaymentMethod.exp_month),
-            col(PaymentMethod.exp_year),
-        )
-        .where(col(PaymentMethod.customer_id).in_(ids), col(PaymentMethod.is_default))
-        .order_by(col(PaymentMethod.created_at), col(PaymentMethod.id))
-    ):
-        cards[cid] = CardFacts(brand, last4, month, year)
-    rows = conn.execute(select(Customer).where(col(Customer.id).in_(ids))).mappings()
-    return {
-        r["id"]: CustomerFacts(
-            id=r["id"],
-            external_id=r["external_id"],
-            name=r["name"],
-            email=r["email"],
-            phone=r["phone"],
-            locale=r["locale"],
-            timezone=r["timezone"],
-            email_consent=r["email_consent"],
-            sms_consent=r["sms_consent"],
-            suppressed_channels=frozenset(suppressed.get(r["id"], ())),
-            plan=plans[r["id"]][1] if r["id"] in plans else None,
-            card=cards.get(r["id"]),
-            country=r["country"],
-        )
-        for r in rows
-    }
-
-
-def load_experiments(conn: Connection, experiment_ids: Iterable[int]) -> dict[int, ExperimentFacts]:
-    """Experiments with the YAML of their *current* snapshot: the one whose hash the experiment
-    row names, so a YAML reverted to an earlier version is applied as it is now."""
-    ids = sorted(set(experiment_ids))
-    query = (
-        select(
-            col(Experiment.id),
-            col(Experiment.key),
-            col(Experiment.status),
-            col(ExperimentSnapshot.spec_yaml),
-        )
-        .outerjoin(
-            ExperimentSnapshot,
-            and_(
-                col(ExperimentSnapshot.experiment_id) == col(Experiment.id),
-                col(ExperimentSnapshot.spec_hash) == col(Experiment.spec_hash),
-            ),
-        )
-        .where(col(Experiment.id).in_(ids))
-    )
-    return {
-        eid: ExperimentFacts(eid, key, status, yaml)
-        for eid, key, status, yaml in conn.execute(query)
-    }
-
-
-def _condition_clauses(now: datetime) -> dict[str, Any]:
-    """Per ``unless`` condition, a clause correlated with the outer ``messages`` row."""
-    payment_method_updated = exists(
-        select(col(PaymentMethod.id))
-        .join(Assignment, col(Assignment.customer_id) == col(PaymentMethod.customer_id))
-        .where(
-            col(PaymentMethod.customer_id) == col(Message.customer_id),
-            col(Assignment.experiment_id) == col(Message.experiment_id),
-            col(PaymentMethod.created_at) > col(Assignment.assigned_at),
-            col(PaymentMethod.created_at) <= now,
-        )
-    )
-    onboarding_completed = exists(
-        select(col(ActivityEvent.id)).where(
-            col(ActivityEvent.customer_id) == col(Message.customer_id),
-            col(ActivityEvent.kind) == "milestone",
-            col(ActivityEvent.name) == "onboarding_completed",
-            col(ActivityEvent.occurred_at) <= now,
-        )
-    )
-    offer_accepted = exists(
-        select(col(OfferGrant.id)).where(
-            col(OfferGrant.experiment_id) == col(Message.experiment_id),
-            col(OfferGrant.customer_id) == col(Message.customer_id),
-            col(OfferGrant.accepted_at).is_not(None),
-            col(OfferGrant.accepted_at) <= now,
-        )
-    )
-    unsubscribed = exists(
-        select(col(Suppression.id)).where(col(Suppression.customer_id) == col(Message.customer_id))
-    )
-    return {
-        "payment_method_updated": payment_method_updated,
-        "onboarding_completed": onboarding_completed,
-        "offer_accepted": offer_accepted,
-        "unsubscribed": unsubscribed,
-        "invoice_paid": invoice_paid_clause(now),
-    }
-
-
-def conditions_met(conn: Connection, message_ids: Iterable[int], now: datetime) -> set[int]:
-    """Ids of the messages whose ``unless_condition`` holds at ``now``, in one query:
-    payment_method_updated (a payment method added after the customer's assignment to the
-    message's experiment; no assignment -> false), onboarding_completed (the milestone event),
-    offer_accepted (an accepted offer grant of the experiment), unsubscribed (any suppression)."""
-    ids = sorted(set(message_ids))
-    if not ids:
-        return set()
-    clauses = _condition_clauses(now)
-    query = select(col(Message.id)).where(
-        col(Message.id).in_(ids),
-        or_(
-            *(
-                and_(col(Message.unless_condition) == name, clause)
-                for name, clause in clauses.items()
-            )
-        ),
-    )
-    return {i for i in conn.execute(query).scalars() if i is not None}
-
-
 # --- The decision transaction ----------------------------------------------------------------------
 
 
@@ -342,17 +159,21 @@ def begin_decisions(
     """Open a batch's decision transaction on ``conn`` (inside ``engine.begin()``): renew the
     batch's lease (a write first, so SQLite takes its write lock before any read), lock the
     customers' rows on PostgreSQL, and return the ids of the messages this worker still holds."""
-    held = conn.execute(  # RETURNING: the rows this worker still holds
-        update(Message)
-        .where(
-            col(Message.id).in_(list(message_ids)),
-            col(Message.claimed_by) == worker_id,
-            col(Message.status) == "sending",
-            col(Message.status_reason) == CLAIMED,
+    held = (
+        conn.execute(  # RETURNING: the rows this worker still holds
+            update(Message)
+            .where(
+                col(Message.id).in_(list(message_ids)),
+                col(Message.claimed_by) == worker_id,
+                col(Message.status) == "sending",
+                col(Message.status_reason) == CLAIMED,
+            )
+            .values(lease_expires_at=lease_until)
+            .returning(col(Message.id))
         )
-        .values(lease_expires_at=lease_until)
-        .returning(col(Message.id))
-    ).scalars()
+        .scalars()
+        .all()
+    )
     mine = {i for i in held if i is not None}
     if conn.dialect.name == "postgresql":
         conn.execute(
@@ -374,7 +195,7 @@ def last_attempts(conn: Connection, message_ids: Iterable[int]) -> dict[int, int
         .where(col(SendAttempt.message_id).in_(ids))
         .group_by(col(SendAttempt.message_id))
     )
-    return {mid: n for mid, n in conn.execute(query)}
+    return {mid: n for mid, n in conn.execute(query).all()}
 
 
 @dataclass(frozen=True)
@@ -407,7 +228,7 @@ def recent_sends(conn: Connection, customer_ids: Iterable[int], since: datetime)
         select(col(Message.customer_id), col(Message.channel), func.count())
         .where(col(Message.customer_id).in_(ids), sent_or_flying)
         .group_by(col(Message.customer_id), col(Message.channel))
-    ):
+    ).all():
         counts[(cid, channel)] = n
     withheld: dict[tuple[int, str, int], int] = {}
     for cid, channel, eid, n in conn.execute(
@@ -420,7 +241,7 @@ def recent_sends(conn: Connection, customer_ids: Iterable[int], since: datetime)
             col(Message.sent_at) > since,
         )
         .group_by(col(Message.customer_id), col(Message.channel), col(Message.experiment_id))
-    ):
+    ).all():
         withheld[(cid, channel, eid)] = n
     return RecentSends(counts, withheld)
 

@@ -188,6 +188,7 @@ class FakeProviders:
 def _handler_for(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # answer in one go, as real servers do
 
         def log_message(self, *args: object) -> None:  # keep test output clean
             pass

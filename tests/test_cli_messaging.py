@@ -184,6 +184,12 @@ def test_an_incomplete_dispatch_exits_non_zero_and_secret_blocks_load(
     with FakeProviders(sendgrid_key="SG.from-a-block") as fake:
         configure(monkeypatch, fake.url)
         monkeypatch.setenv("RETAIN_SENDGRID_API_KEY", "SG.revoked")
+        # The flow itself reports the incomplete run (and Prefect's log handlers are set up
+        # here, outside the CLI runner's temporary streams).
+        from flows.pipeline import dispatch_messages
+
+        summary = dispatch_messages(str(tmp_path), database_url=database_url)
+        assert not summary.complete and "check RETAIN_SENDGRID_API_KEY" in (summary.error or "")
         result = runner.invoke(app, ["dispatch", "--outbox", str(tmp_path)])
         assert result.exit_code == 2, result.output
         assert "error dispatch: the dispatch did not finish" in result.output
