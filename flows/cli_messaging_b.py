@@ -109,7 +109,7 @@ def _customer_view(
     from sqlalchemy import select
     from sqlmodel import col
 
-    from messaging.context import CustomerView
+    from messaging.decisions import customer_view
     from models.billing_facts import load_billing_facts
     from models.customer_data import Customer
     from models.db import database_url, engine_for, redact
@@ -145,20 +145,7 @@ def _customer_view(
             ).scalar()
     finally:
         engine.dispose()
-    card = facts.card
-    view = CustomerView(
-        external_id=facts.external_id,
-        name=facts.name,
-        plan=facts.plan,
-        card_brand=card.brand if card else None,
-        card_last4=card.last4 if card else None,
-        card_exp_month=card.exp_month if card else None,
-        card_exp_year=card.exp_year if card else None,
-        currency=billing.currency,
-        amount_due_minor=billing.amount_due_minor,
-        due_date=billing.due_date,
-        cancel_date=billing.cancel_date,
-    )
+    view = customer_view(facts, billing)
     return view, facts.locale, code
 
 

@@ -17,17 +17,12 @@ from sqlalchemy.engine import Connection
 from experiments.loader import SpecError, parse_spec
 from experiments.spec import ExperimentSpec
 from messaging.channels import OutgoingMessage, body_digest
+from messaging.context import CustomerView, message_context
 from messaging.policy import PolicySettings, Recipient, decide
-from messaging.render import (
-    MessageContext,
-    OfferContext,
-    TemplateError,
-    build_links,
-    message_token,
-    render,
-)
+from messaging.render import MessageContext, TemplateError, render
 from messaging.sending import SendJob
 from models import outbox, outbox_facts
+from models.billing_facts import BillingFacts, load_billing_facts
 from models.outbox import Attempt, ClaimedMessage, Outcome
 from models.outbox_facts import CustomerFacts, ExperimentFacts
 
@@ -139,9 +134,13 @@ class BatchDecisions:
         self.attempts: list[Attempt] = []
         self.jobs: list[SendJob] = []
         self.numbers: dict[int, int] = {}
+        self.billing: dict[int, BillingFacts] = {}
 
     def decide_all(self, conn: Connection, batch: list[ClaimedMessage]) -> None:
         customers = outbox_facts.load_customers(conn, {m.customer_id for m in batch})
+        self.billing = load_billing_facts(
+            conn, {m.customer_id for m in batch if not m.shadow}, self.now
+        )
         experiments = {
             eid: self.experiments.get(facts)
             for eid, facts in outbox_facts.load_experiments(
@@ -240,8 +239,9 @@ class BatchDecisions:
             return None
         template = fallback[1] if fallback and channel != message.channel else message.template
         try:
-            context = _context(message, customer, experiment)
-            rendered = render(channel, template, customer.locale, context)
+            context = _context(message, customer, experiment, self.billing.get(customer.id))
+            default_locale = experiment.spec.messaging.default_locale if experiment.spec else None
+            rendered = render(channel, template, customer.locale, context, default_locale)
         except TemplateError as error:
             self.fail(message, "template_error", str(error))
             return None
@@ -280,26 +280,41 @@ class BatchDecisions:
         )
 
 
-def _context(
-    message: ClaimedMessage, customer: CustomerFacts, experiment: ExperimentPolicy
-) -> MessageContext:
-    offer = None
-    if experiment.spec is not None:
-        try:
-            arm_offer = experiment.spec.arm(message.arm).offer
-        except KeyError:
-            arm_offer = None
-        if arm_offer is not None:
-            offer = OfferContext(arm_offer.kind, arm_offer.percent, arm_offer.months)
+def customer_view(customer: CustomerFacts, billing: BillingFacts | None) -> CustomerView:
+    """What a message may say about ``customer``: the dispatcher's and ``retain preview``'s view."""
     card = customer.card
-    return MessageContext(
-        links=build_links(customer.external_id, message_token(message.idempotency_key)),
-        first_name=customer.name.split()[0] if customer.name.strip() else None,
-        name=customer.name or None,
+    return CustomerView(
+        external_id=customer.external_id,
+        name=customer.name,
         plan=customer.plan,
         card_brand=card.brand if card else None,
         card_last4=card.last4 if card else None,
         card_exp_month=card.exp_month if card else None,
         card_exp_year=card.exp_year if card else None,
-        offer=offer,
+        currency=billing.currency if billing else None,
+        amount_due_minor=billing.amount_due_minor if billing else None,
+        due_date=billing.due_date if billing else None,
+        cancel_date=billing.cancel_date if billing else None,
+    )
+
+
+def _context(
+    message: ClaimedMessage,
+    customer: CustomerFacts,
+    experiment: ExperimentPolicy,
+    billing: BillingFacts | None,
+) -> MessageContext:
+    """The template context, built as ``retain preview`` builds it (:mod:`messaging.context`):
+    signed links, billing facts and the offer with the customer's code (what the grant records)."""
+    offer = None
+    if experiment.spec is not None:
+        try:
+            offer = experiment.spec.arm(message.arm).offer
+        except KeyError:
+            offer = None
+    return message_context(
+        message.idempotency_key,
+        experiment.facts.key,
+        customer_view(customer, billing),
+        offer,
     )

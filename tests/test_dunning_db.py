@@ -15,7 +15,7 @@ from messaging.links import offer_code
 from models.billing_facts import GRACE_DAYS, load_billing_facts
 from models.customer_data import Invoice, PaymentMethod
 from models.offers import grant_sent_offers
-from models.outbox import conditions_met
+from models.outbox_facts import conditions_met
 from models.records import Assignment, Experiment, ExperimentSnapshot, Message, OfferGrant
 from tests.webhook_support import add_customer
 
@@ -181,3 +181,32 @@ def test_offer_grants_get_unique_codes_once_the_offer_was_sent(engine: Engine) -
     assert first.code == offer_code("falling-usage-offer", "cus_000", "discount")
     assert by_customer[paused].offer_kind == "pause" and by_customer[paused].percent_off is None
     assert first.offered_at.replace(tzinfo=UTC) == T0 + timedelta(hours=1)
+
+
+def test_dispatched_reminder_says_what_is_owed_with_signed_links(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The dispatcher builds a message's context as `retain preview` does: the amount owed in the
+    customer's currency and locale, the cancel date, and links signed for this customer."""
+    from messaging.channels import OutboxChannel
+    from messaging.dispatcher import dispatch_due
+    from messaging.links import verify_link_token
+
+    eid = experiment(engine, "dunning", "dunning.yaml")
+    owes, _ = customer_in(engine, eid, "owes", "email", "pending")
+    with Session(engine) as session:
+        session.add(invoice(owes, -1, "failed", cents=9_900))
+        session.commit()
+    channel = OutboxChannel(tmp_path)
+    summary = dispatch_due(engine, T0 + timedelta(days=7), {"email": channel, "sms": channel})
+    assert summary.sent == 1
+    [text] = (tmp_path / "dunning" / "email").glob("*.txt")
+    body = text.read_text(encoding="utf-8")
+    assert "99,00\xa0US$" in body  # Babel, sv-SE, the customer's currency
+    cancel = (T0 + timedelta(days=GRACE_DAYS - 1)).date()
+    assert f"{cancel.day} " in body
+    url = next(line for line in body.splitlines() if "/unsubscribe/" in line).split()[-1]
+    action, customer, token = url.rsplit("/", 3)[-3:]
+    assert action == "unsubscribe" and customer == "owes"
+    assert verify_link_token("unsubscribe", customer, token) is not None
+    assert verify_link_token("unsubscribe", "someone-else", token) is None
