@@ -1,4 +1,5 @@
-"""Chunked bulk inserts that skip rows violating a unique key (``ON CONFLICT DO NOTHING``).
+"""Bulk writes: chunked inserts that skip rows violating a unique key (``ON CONFLICT DO
+NOTHING``), and the driver-level bulk load used for seeding (``executemany`` / ``COPY``).
 
 The unique keys are the platform's guarantees (one assignment per customer and experiment, one
 outbox row per idempotency key); inserting through them makes every write safe to repeat.
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, inspect
+import numpy as np
+from sqlalchemy import Table, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
@@ -47,3 +49,119 @@ def insert_ignoring_conflicts(
         # RETURNING yields only the rows really inserted (rowcount is unreliable for batches).
         inserted += len(connection.execute(statement, list(chunk)).all())
     return inserted
+
+
+# --- Bulk loading through the driver (seeding) ---------------------------------------------------
+
+Column = Sequence[Any]
+
+
+def next_ids(connection: Connection, table_name: str) -> int:
+    """The first free id of ``table_name`` (1 for an empty table)."""
+    statement = text(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {_quoted(connection, table_name)}")
+    return int(connection.execute(statement).scalar_one())
+
+
+def python_columns(
+    connection: Connection, columns: dict[str, np.ndarray[Any, Any]]
+) -> dict[str, Column]:
+    """numpy columns as the values the driver stores, exactly as the SQLAlchemy types would.
+
+    Timestamps (``datetime64[s]``, UTC) become text: ``YYYY-MM-DD HH:MM:SS.000000`` on SQLite
+    (SQLAlchemy's storage format, compared as strings there), ``... HH:MM:SS+00`` for
+    PostgreSQL's ``COPY``; dates ``YYYY-MM-DD``; ``NaT`` None; booleans 0/1 on SQLite.
+    """
+    sqlite_ = connection.dialect.name == "sqlite"
+    out: dict[str, Column] = {}
+    for name, values in columns.items():
+        if values.dtype.kind == "M" and np.datetime_data(values.dtype)[0] == "D":
+            out[name] = format_times(values, b"", date_only=True)
+        elif values.dtype.kind == "M":
+            out[name] = format_times(values, b".000000" if sqlite_ else b"+00")
+        elif values.dtype.kind == "b" and sqlite_:
+            out[name] = values.astype(np.int64).tolist()
+        else:
+            out[name] = values.tolist()
+    return out
+
+
+def format_times(values: np.ndarray[Any, Any], suffix: bytes, *, date_only: bool = False) -> Column:
+    """Text of UTC ``datetime64`` values, built as bytes in numpy (no Python per value)."""
+    seconds = values.astype("datetime64[s]").astype(np.int64)
+    missing = np.isnat(values)
+    seconds = np.where(missing, 0, seconds)
+    days, time_of_day = np.divmod(seconds, 86_400)
+    if len(days) == 0:
+        return []
+    low = int(days[~missing].min()) if (~missing).any() else 0
+    calendar = np.arange(low, int(days.max()) + 1).astype("datetime64[D]")
+    dates = np.datetime_as_string(calendar).astype("S10").view(np.uint8).reshape(-1, 10)
+    width = 10 if date_only else 19 + len(suffix)
+    out = np.empty((len(days), width), np.uint8)
+    out[:, :10] = dates[np.maximum(days - low, 0)]
+    if not date_only:
+        out[:, 10] = ord(" ")
+        hours, rest = np.divmod(time_of_day, 3_600)
+        minutes, secs = np.divmod(rest, 60)
+        for col, part in ((11, hours), (14, minutes), (17, secs)):
+            out[:, col] = 48 + part // 10
+            out[:, col + 1] = 48 + part % 10
+        out[:, 13] = out[:, 16] = ord(":")
+        out[:, 19:] = np.frombuffer(suffix, np.uint8)
+    texts: list[str | None] = out.view(f"S{width}").ravel().astype(f"U{width}").tolist()
+    for i in np.flatnonzero(missing).tolist():
+        texts[i] = None
+    return texts
+
+
+def bulk_load(connection: Connection, table_name: str, columns: dict[str, Column]) -> None:
+    """Append rows (given as equal-length columns of driver values) with the driver's bulk path:
+    ``executemany`` of tuples on SQLite, ``COPY ... FROM STDIN`` on PostgreSQL."""
+    names = list(columns)
+    rows = list(zip(*columns.values(), strict=True))
+    if not rows:
+        return
+    target = _quoted(connection, table_name)
+    column_list = ", ".join(names)
+    raw: Any = connection.connection.dbapi_connection
+    assert raw is not None
+    if connection.dialect.name == "postgresql":
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY {target} ({column_list}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+    elif connection.dialect.name == "sqlite":
+        marks = ", ".join("?" * len(names))
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {target} ({column_list}) VALUES ({marks})", rows)
+        finally:
+            cursor.close()
+    else:
+        raise NotImplementedError(f"bulk load is not implemented for {connection.dialect.name}")
+
+
+def reset_sequences(connection: Connection, table_names: Iterable[str]) -> None:
+    """After rows with explicit ids: PostgreSQL's id sequences continue after the largest id."""
+    if connection.dialect.name != "postgresql":
+        return  # SQLite's INTEGER PRIMARY KEY continues after the largest rowid by itself
+    for name in table_names:
+        connection.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{name}', 'id'),"
+                f" COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {name}"
+            )
+        )
+
+
+def analyze(connection: Connection) -> None:
+    """Refresh the planner's statistics after a bulk load (SQLite: sampled, so it stays fast)."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("PRAGMA analysis_limit=1000")
+    connection.exec_driver_sql("ANALYZE")
+
+
+def _quoted(connection: Connection, name: str) -> str:
+    return connection.dialect.identifier_preparer.quote(name)
