@@ -190,6 +190,42 @@ def secondary_indexes_deferred(
 
 
 @contextmanager
+def foreign_keys_deferred(connection: Connection, table_names: Iterable[str]) -> Iterator[None]:
+    """PostgreSQL: drop the tables' foreign keys while loading and add them back at the end.
+
+    ``COPY`` checks a foreign key with a trigger per row; adding the constraint back validates
+    all rows at once with one join (and fails the transaction if any row is orphaned). SQLite
+    checks a foreign key with one primary-key lookup in-process, so it keeps them.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    inspector = inspect(connection)
+    quote = connection.dialect.identifier_preparer.quote
+    keys: list[tuple[str, str, str]] = []
+    for name in table_names:
+        for key in inspector.get_foreign_keys(name):
+            key_name = key["name"]
+            if not key_name or key.get("options"):
+                continue  # unnamed or with ON DELETE/UPDATE rules: keep it
+            local = ", ".join(quote(c) for c in key["constrained_columns"])
+            remote = ", ".join(quote(c) for c in key["referred_columns"])
+            definition = (
+                f"FOREIGN KEY ({local}) REFERENCES {quote(key['referred_table'])} ({remote})"
+            )
+            keys.append((name, key_name, definition))
+    for table_name, key_name, _ in keys:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(table_name)} DROP CONSTRAINT {quote(key_name)}"
+        )
+    yield
+    for table_name, key_name, definition in keys:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(table_name)} ADD CONSTRAINT {quote(key_name)} {definition}"
+        )
+
+
+@contextmanager
 def sqlite_cache(connection: Connection, megabytes: int = 256) -> Iterator[None]:
     """A larger SQLite page cache while loading (indexes are built in it); restored after."""
     if connection.dialect.name != "sqlite":

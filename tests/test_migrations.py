@@ -8,6 +8,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
+import models.assign_records
 import models.customer_data
 import models.records  # noqa: F401
 from models.migrate import current_revision, head_revision, is_up_to_date, upgrade

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import models.assign_records
 import models.customer_data
 import models.records  # noqa: F401  (register the tables on SQLModel.metadata)
 from models.db import make_engine
