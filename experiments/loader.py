@@ -7,6 +7,7 @@ sits, so a pydantic error at ``arms[1].weight`` points at the line the marketer 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
+from experiments.assignment import layer_share_problems
 from experiments.spec import ExperimentSpec
 
 TemplateExists = Callable[[str, str], bool]
@@ -86,9 +88,24 @@ def load_specs(
                 )
             )
         seen.setdefault(item.spec.key, item.path)
+    problems.extend(_layer_problems(loaded))
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def _layer_problems(loaded: list[LoadedSpec]) -> list[SpecProblem]:
+    """Experiments of one layer whose shares add up to more than 1, each named at its share."""
+    texts = {item.path: item.text for item in loaded}
+    found = layer_share_problems(
+        [(i.path, i.spec.key, i.spec.assignment.layer, i.spec.assignment.share) for i in loaded]
+    )
+    return [SpecProblem(path, _share_line(texts[path]), message) for path, message in found]
+
+
+def _share_line(text: str) -> int | None:
+    match = re.search(r"^.*\bshare\s*:", text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else None
 
 
 def parse_spec(

@@ -121,7 +121,8 @@ class AssignmentSettings(StrictModel):
     def _known_fields(cls, names: list[str]) -> list[str]:
         for name in names:
             if name not in FIELDS:
-                close = difflib.get_close_matches(name, list(FIELDS), n=1)
+                close = [f for f in FIELDS if f.rsplit(".", 1)[-1] == name]
+                close = close or difflib.get_close_matches(name, list(FIELDS), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise ValueError(
                     f"unknown stratum field {name!r}; {hint}stratify by fields of the rule"

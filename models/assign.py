@@ -380,11 +380,10 @@ def _stratified_arms(
     block = arm_block([(arm.name, arm.weight) for arm in spec.arms])
     size = len(block)
     zero_based = c.position - 1
-    number = cast(zero_based / size, String)  # integer division on both databases
-    rotation = cast(
-        bucket(literal(f"{spec.salt}:block:") + c.stratum + literal(":") + number) * size,
-        Integer,
-    )
+    number = cast(zero_based // size, String)  # floor division on both databases
+    rotation_bucket = bucket(literal(f"{spec.salt}:block:") + c.stratum + literal(":") + number)
+    # floor, then integer: PostgreSQL's CAST rounds to nearest where SQLite's truncates
+    rotation = cast(func.floor(rotation_bucket * size), Integer)
     slot = (zero_based % size + rotation) % size
     arm = case(*((slot == i, literal(name)) for i, name in enumerate(block)))
     connection.execute(update(candidates).where(c.reason.is_(None)).values(arm=arm))
@@ -453,8 +452,9 @@ def schedule_messages_sql(
     returns rows added. The idempotency key ``<experiment>:<customer>:<arm>:<step>`` makes
     re-scheduling a no-op; the holdout arm has no steps, so it is never messaged."""
     messages, assignments, customers = table(Message), table(Assignment), table(Customer)
-    added = 0
+    mine = select(func.count()).where(messages.c.experiment_id == experiment_id)
     with engine.begin() as connection:
+        before = connection.execute(mine).scalar_one()
         for arm in spec.arms:
             for index, step in enumerate(arm.steps):
                 key = (
@@ -510,8 +510,9 @@ def schedule_messages_sql(
                     )
                     .on_conflict_do_nothing(index_elements=["idempotency_key"])
                 )
-                added += connection.execute(statement).rowcount
-    return added
+                connection.execute(statement)
+        # rowcount of INSERT ... SELECT ... ON CONFLICT is not reliable on every driver
+        return int(connection.execute(mine).scalar_one() - before)
 
 
 def _plus_seconds(connection: Connection, at: Any, seconds: int) -> ColumnElement[Any]:
