@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from experiments.assignment import HOLDOUT_ARM, assign, stratified_assign
 from experiments.holdout import HoldoutSettings
 from experiments.loader import SpecError, load_specs, parse_spec
+from experiments.spec import ExperimentSpec
 from flows.cli import app
 from models.assign import AssignmentError, assign_segment, schedule_messages_sql
 from models.assign_checks import run_checks
@@ -76,7 +77,7 @@ def add_customers(engine: Engine, start: int, count: int, *, consent: bool = Tru
     created = T0 - timedelta(days=100)
     with engine.begin() as connection:
         for i in range(start, start + count):
-            id_ = connection.execute(
+            key = connection.execute(
                 customers.insert().values(
                     external_id=f"cus_{i:06d}",
                     name=f"C {i}",
@@ -86,7 +87,9 @@ def add_customers(engine: Engine, start: int, count: int, *, consent: bool = Tru
                     sms_consent=False,
                     created_at=created,
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert key is not None
+            id_ = key[0]
             connection.execute(
                 subscriptions.insert().values(
                     customer_id=id_,
@@ -100,7 +103,7 @@ def add_customers(engine: Engine, start: int, count: int, *, consent: bool = Tru
             )
 
 
-def register(engine: Engine, text: str) -> tuple[int, object]:
+def register(engine: Engine, text: str) -> tuple[int, ExperimentSpec]:
     loaded = parse_spec(text, "exp.yaml")
     return register_experiment(engine, loaded, T0).experiment_id, loaded.spec
 
