@@ -8,7 +8,8 @@ For each database, two fresh child processes (so peak memory is measured per run
   bulk load of those rows timed (SQLite ``executemany``, PostgreSQL ``COPY``), in one
   transaction: the floor any seeding of these rows pays.
 
-Prints wall time, peak RSS (``resource.getrusage`` max RSS of the child) and the ratio.
+The seeded database is kept (bench/out/select-assign-N.db, PostgreSQL ``retain_bench_N``) for
+bench/select_assign.py. Prints wall time, peak RSS (``resource.getrusage`` max RSS of the child) and the ratio.
 
     .venv/bin/python bench/seed.py [--customers 1000000] [--databases sqlite,postgresql]
         [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
@@ -80,11 +81,16 @@ def run(mode: str, url: str, customers: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def fresh_url(kind: str, postgres_url: str) -> tuple[str, Any]:
-    """A URL of a new empty database and a function that drops it."""
+def fresh_url(kind: str, postgres_url: str, keep_as: str | None = None) -> tuple[str, Any]:
+    """A URL of a new empty database and a function that drops it (or, with ``keep_as``, a
+    database of that name emptied first and kept afterwards, for bench/select_assign.py)."""
     if kind == "sqlite":
         OUT.mkdir(parents=True, exist_ok=True)
-        path = OUT / f"seed-{uuid.uuid4().hex[:8]}.db"
+        path = OUT / (f"{keep_as}.db" if keep_as else f"seed-{uuid.uuid4().hex[:8]}.db")
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        if keep_as:
+            return f"sqlite:///{path}", lambda: None
 
         def drop_file() -> None:
             for suffix in ("", "-wal", "-shm"):
@@ -93,12 +99,16 @@ def fresh_url(kind: str, postgres_url: str) -> tuple[str, Any]:
         return f"sqlite:///{path}", drop_file
     from sqlalchemy import create_engine, make_url, text
 
-    name = f"retain_bench_{uuid.uuid4().hex[:8]}"
+    name = keep_as.replace("-", "_") if keep_as else f"retain_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         connection.execute(text(f'CREATE DATABASE "{name}"'))
 
     def drop_database() -> None:
+        if keep_as:
+            admin.dispose()
+            return
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -123,7 +133,11 @@ def main() -> None:
     for kind in args.databases.split(","):
         results = {}
         for mode in ("bare", "seed"):
-            url, drop = fresh_url(kind, args.postgres_url)
+            keep = (
+                f"select-assign-{args.customers}" if mode == "seed" and kind == "sqlite" else None
+            )
+            keep = keep or (f"retain_bench_{args.customers}" if mode == "seed" else None)
+            url, drop = fresh_url(kind, args.postgres_url, keep)
             try:
                 results[mode] = run(mode, url, args.customers)
             finally:
