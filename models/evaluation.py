@@ -36,6 +36,7 @@ def evaluate(
     costs = analysis.costs
     empty = SampleStats(n=0, sum=0.0, sum_squares=0.0)
     inputs = []
+    names = {arm.name for arm in spec.arms}
     for name, role in spec.metrics.roles():
         paired = None
         if analysis.cuped:
@@ -43,8 +44,10 @@ def evaluate(
             paired = paired_statistics(
                 engine, experiment_id, name, as_of, analysis.cuped_lookback_days, costs
             )
+            # Only the spec's arms: the global holdout's arm is not one of the experiment's.
+            paired = {arm: p for arm, p in paired.items() if arm in names}
             stats = {arm: p.outcome for arm, p in paired.items()}
-            paired = paired if set(paired) == {a.name for a in spec.arms} else None
+            paired = paired if set(paired) == names else None
         else:
             stats = arm_statistics(engine, experiment_id, name, as_of, costs)
         definition = CATALOGUE[name]
@@ -71,7 +74,10 @@ def evaluate(
         planted=planted,
         settings=AnalysisSettings.from_spec(analysis),
         survival=SurvivalInput(survival_counts(engine, experiment_id, as_of, horizon), horizon),
-        balance=covariate_statistics(engine, experiment_id),
+        balance={
+            covariate: {arm: s for arm, s in per_arm.items() if arm in names}
+            for covariate, per_arm in covariate_statistics(engine, experiment_id).items()
+        },
     )
     with Session(engine) as session:
         session.add(

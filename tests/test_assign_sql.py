@@ -335,3 +335,20 @@ def test_layer_shares_above_one_name_every_file_before_anything_runs(
         result.output.split()
     )
     assert count(engine, Assignment) == 0 and count(engine, LayerAllocation) == 0
+
+
+def test_evaluation_keeps_the_holdout_out_of_the_experiments_arms(engine: Engine) -> None:
+    """The holdout arm must not switch off CUPED or the balance table of the experiment."""
+    from models.evaluation import evaluate
+
+    add_customers(engine, 0, 300)
+    eid, spec = register(engine, spec_text())
+    assign_segment(engine, eid, spec, T0, T0, HoldoutSettings(share=0.2, salt="h"))
+    assert count(engine, Assignment, arm=HOLDOUT_ARM) > 30
+    at = T0 + timedelta(days=40)
+    report = evaluate(engine, eid, spec, at, at)
+    assert [arm.name for arm in report.arms] == ["control", "email", "email_sms"]
+    assert report.balance is not None and len(report.balance) >= 3
+    assert sum(arm.n for arm in report.arms) == count(engine, Assignment) - count(
+        engine, Assignment, arm=HOLDOUT_ARM
+    )
