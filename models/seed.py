@@ -1,8 +1,8 @@
 """Bulk-load the synthetic business into an empty database, streamed in blocks of customers.
 
 The business is generated block by block (:func:`experiments.simulation.business.business_blocks`)
-and each block is loaded before the next is made, so memory stays bounded by one block whatever
-the number of customers. Rows go in through the driver's own bulk path (:mod:`models.bulk`):
+by a worker thread one block ahead of the load (:func:`prefetched`), so memory stays bounded by
+two blocks whatever the number of customers. Rows go in through the driver's own bulk path (:mod:`models.bulk`):
 ``executemany`` of prepared tuples on SQLite, ``COPY`` on PostgreSQL; SQLAlchemy's per-row
 processing is skipped, so the values are converted here exactly as its types would store them
 (timestamps in UTC, booleans, dates).
@@ -17,9 +17,12 @@ statistics are refreshed (``ANALYZE``) at the end, so the planner knows the tabl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -95,13 +98,55 @@ def seed_business(
             secondary_indexes_deferred(connection, _ALL_TABLES),
             foreign_keys_deferred(connection, _ALL_TABLES),
         ):
-            for block in blocks:
+            for block in prefetched(blocks):
                 for name, columns in _rows(block, first, counts).items():
                     counts[name] += bulk_load_arrays(connection, name, columns)
                 report("customers", counts["customers"], total)
         reset_sequences(connection, _ALL_TABLES)
         analyze(connection)
     return SeedSummary(**counts)
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterable[T]) -> Generator[T, None, None]:
+    """``items``, with the next one made by a worker thread while the caller loads this one.
+
+    Generating a block (numpy, which releases the GIL for much of its work) overlaps with the
+    database taking the previous one; at most two blocks exist at once, so memory stays bounded.
+    An exception in the worker is raised here.
+    """
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                ready.put((True, item))
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            ready.put((False, error))
+            return
+        ready.put((False, None))
+
+    worker = threading.Thread(target=work, name="seed-blocks", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = ready.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting to put, then let it finish
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)
+        worker.join()
 
 
 def _refuse_if_seeded(engine: Engine, connection: Connection) -> None:
