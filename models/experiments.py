@@ -44,8 +44,16 @@ class AssignmentSummary:
     by_arm: dict[str, int]
 
 
-def _randomisation(spec: ExperimentSpec) -> tuple[str, list[tuple[str, float]]]:
-    return spec.salt, [(arm.name, arm.weight) for arm in spec.arms]
+def _randomisation(spec: ExperimentSpec) -> tuple[object, ...]:
+    """What decides a customer's arm: frozen once customers are assigned."""
+    settings = spec.assignment
+    return (
+        spec.salt,
+        [(arm.name, arm.weight) for arm in spec.arms],
+        settings.stratify_by,
+        settings.layer,
+        settings.share,
+    )
 
 
 def register_experiment(engine: Engine, loaded: LoadedSpec, now: datetime) -> Registration:
@@ -78,7 +86,8 @@ def register_experiment(engine: Engine, loaded: LoadedSpec, now: datetime) -> Re
             if assigned and _randomisation(previous.spec) != _randomisation(spec):
                 raise ExperimentChangeError(
                     f"{loaded.path}: experiment {spec.key!r} already has {assigned} assigned "
-                    "customers; changing its salt, arms or weights would move them between arms. "
+                    "customers; changing its salt, arms, weights, strata or layer share would"
+                    " move them between arms or unbalance them. "
                     "Start a new experiment with a new key instead."
                 )
             experiment.spec_hash = loaded.sha256
@@ -147,7 +156,7 @@ def assign_customers(
                     )
                 ).all()
             )
-        salt, arms = _randomisation(spec)
+        salt, arms = spec.salt, [(arm.name, arm.weight) for arm in spec.arms]
         choices = assign(salt, [external[c] for c in todo], arms)
         rows = [
             {

@@ -352,3 +352,14 @@ def test_evaluation_keeps_the_holdout_out_of_the_experiments_arms(engine: Engine
     assert sum(arm.n for arm in report.arms) == count(engine, Assignment) - count(
         engine, Assignment, arm=HOLDOUT_ARM
     )
+
+
+def test_changing_the_strata_of_a_running_experiment_is_refused(engine: Engine) -> None:
+    from models.experiments import ExperimentChangeError
+
+    add_customers(engine, 0, 30)
+    eid, spec = register(engine, spec_text())
+    assign_segment(engine, eid, spec, T0, T0)
+    changed = parse_spec(spec_text(assignment="{salt: s1, stratify_by: [subscription.plan]}"), "x")
+    with pytest.raises(ExperimentChangeError, match="strata or layer share"):
+        register_experiment(engine, changed, T0)
