@@ -76,7 +76,7 @@ def child(mode: str, url: str, customers: int) -> dict[str, Any]:
                     n = len(next(iter(columns.values())))
                     for lo in range(0, n, LOAD_CHUNK):
                         part = {k: v[lo : lo + LOAD_CHUNK] for k, v in columns.items()}
-                        values = python_columns(connection, part)
+                        values = python_columns(connection.dialect.name, part)
                         start = time.perf_counter()
                         bulk_load(connection, name, values)
                         elapsed += time.perf_counter() - start

@@ -63,16 +63,14 @@ def next_ids(connection: Connection, table_name: str) -> int:
     return int(connection.execute(statement).scalar_one())
 
 
-def python_columns(
-    connection: Connection, columns: dict[str, np.ndarray[Any, Any]]
-) -> dict[str, Column]:
+def python_columns(dialect: str, columns: dict[str, np.ndarray[Any, Any]]) -> dict[str, Column]:
     """numpy columns as the values the driver stores, exactly as the SQLAlchemy types would.
 
     Timestamps (``datetime64[s]``, UTC) become text: ``YYYY-MM-DD HH:MM:SS.000000`` on SQLite
     (SQLAlchemy's storage format, compared as strings there), ``... HH:MM:SS+00`` for
     PostgreSQL's ``COPY``; dates ``YYYY-MM-DD``; ``NaT`` None; booleans 0/1 on SQLite.
     """
-    sqlite_ = connection.dialect.name == "sqlite"
+    sqlite_ = dialect == "sqlite"
     out: dict[str, Column] = {}
     for name, values in columns.items():
         if values.dtype.kind == "M" and np.datetime_data(values.dtype)[0] == "D":
@@ -118,6 +116,16 @@ def format_times(values: np.ndarray[Any, Any], suffix: bytes, *, date_only: bool
 LOAD_CHUNK = 100_000  # rows converted and sent at once: bounds the Python objects alive
 
 
+def converted_chunks(
+    dialect: str, columns: dict[str, np.ndarray[Any, Any]]
+) -> Iterator[dict[str, Column]]:
+    """:func:`python_columns` of ``LOAD_CHUNK`` rows at a time."""
+    total = len(next(iter(columns.values())))
+    for start in range(0, total, LOAD_CHUNK):
+        part = {name: values[start : start + LOAD_CHUNK] for name, values in columns.items()}
+        yield python_columns(dialect, part)
+
+
 def bulk_load_arrays(
     connection: Connection, table_name: str, columns: dict[str, np.ndarray[Any, Any]]
 ) -> int:
@@ -126,7 +134,7 @@ def bulk_load_arrays(
     total = len(next(iter(columns.values())))
     for start in range(0, total, LOAD_CHUNK):
         part = {name: values[start : start + LOAD_CHUNK] for name, values in columns.items()}
-        bulk_load(connection, table_name, python_columns(connection, part))
+        bulk_load(connection, table_name, python_columns(connection.dialect.name, part))
     return total
 
 

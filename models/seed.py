@@ -1,8 +1,9 @@
 """Bulk-load the synthetic business into an empty database, streamed in blocks of customers.
 
 The business is generated block by block (:func:`experiments.simulation.business.business_blocks`)
-by a worker thread one block ahead of the load (:func:`prefetched`), so memory stays bounded by
-two blocks whatever the number of customers. Rows go in through the driver's own bulk path (:mod:`models.bulk`):
+and converted to driver values by a worker thread, one chunk of rows ahead of the load
+(:func:`prefetched`), so memory stays bounded by a block and two chunks whatever the number of
+customers. Rows go in through the driver's own bulk path (:mod:`models.bulk`):
 ``executemany`` of prepared tuples on SQLite, ``COPY`` on PostgreSQL; SQLAlchemy's per-row
 processing is skipped, so the values are converted here exactly as its types would store them
 (timestamps in UTC, booleans, dates).
@@ -36,8 +37,10 @@ from experiments.simulation.business import (
     business_blocks,
 )
 from models.bulk import (
+    Column,
     analyze,
-    bulk_load_arrays,
+    bulk_load,
+    converted_chunks,
     foreign_keys_deferred,
     next_ids,
     reset_sequences,
@@ -98,10 +101,13 @@ def seed_business(
             secondary_indexes_deferred(connection, _ALL_TABLES),
             foreign_keys_deferred(connection, _ALL_TABLES),
         ):
-            for block in prefetched(blocks):
-                for name, columns in _rows(block, first, counts).items():
-                    counts[name] += bulk_load_arrays(connection, name, columns)
-                report("customers", counts["customers"], total)
+            work = _converted(blocks, first, connection.dialect.name)
+            for name, rows, values in prefetched(work):
+                if name == _BLOCK_DONE:
+                    report("customers", counts["customers"], total)
+                    continue
+                bulk_load(connection, name, values)
+                counts[name] += rows
         reset_sequences(connection, _ALL_TABLES)
         analyze(connection)
     return SeedSummary(**counts)
@@ -160,6 +166,21 @@ def _refuse_if_seeded(engine: Engine, connection: Connection) -> None:
 
 
 Arrays = dict[str, npt.NDArray[Any]]
+_BLOCK_DONE = ""
+
+
+def _converted(
+    blocks: Iterable[SyntheticBusiness], first: dict[str, int], dialect: str
+) -> Iterator[tuple[str, int, dict[str, Column]]]:
+    """(table, rows, driver values) chunk by chunk, then a block-done marker after each block."""
+    done = dict.fromkeys(_ALL_TABLES, 0)
+    for block in blocks:
+        for name, columns in _rows(block, first, done).items():
+            for values in converted_chunks(dialect, columns):
+                rows = len(next(iter(values.values())))
+                done[name] += rows
+                yield name, rows, values
+        yield _BLOCK_DONE, 0, {}
 
 
 def _rows(b: SyntheticBusiness, first: dict[str, int], done: dict[str, int]) -> dict[str, Arrays]:
