@@ -49,8 +49,9 @@ def _spec(stratify: bool) -> Any:
 
 def run_retain(url: str, stratify: bool) -> dict[str, Any]:
     from experiments.simulation.business import BusinessConfig
-    from models.assign import assign_segment, schedule_messages_sql
+    from models.assign import assign_segment
     from models.assign_checks import run_checks
+    from models.assign_schedule import schedule_messages_sql
     from models.db import make_engine
     from models.experiments import register_experiment
 

@@ -21,8 +21,9 @@ from experiments.report import Report, write_report
 from messaging.channels import OutboxChannel
 from messaging.dispatcher import DispatchSummary, dispatch_due
 from messaging.render import template_exists
-from models.assign import AssignmentError, AssignmentRun, assign_segment, schedule_messages_sql
+from models.assign import AssignmentError, AssignmentRun, assign_segment
 from models.assign_checks import CheckSummary, run_checks
+from models.assign_schedule import schedule_messages_sql
 from models.db import engine_for
 from models.evaluation import evaluate
 from models.experiments import Registration, register_experiment, registered_spec

@@ -19,7 +19,7 @@ from experiments.holdout import HoldoutSettings
 from experiments.loader import SpecError, load_specs, parse_spec
 from experiments.spec import ExperimentSpec
 from flows.cli import app
-from models.assign import AssignmentError, assign_segment, schedule_messages_sql
+from models.assign import AssignmentError, assign_segment
 from models.assign_checks import run_checks
 from models.assign_records import (
     AssignmentCheck,
@@ -27,6 +27,7 @@ from models.assign_records import (
     AssignmentStratum,
     LayerAllocation,
 )
+from models.assign_schedule import schedule_messages_sql
 from models.bulk import table
 from models.customer_data import Customer, Subscription
 from models.experiments import register_experiment
