@@ -27,6 +27,7 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from experiments.assignment import layer_share_problems
 from experiments.limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 from experiments.rules import RuleError
 from experiments.spec import ExperimentSpec, FieldProblem
@@ -143,9 +144,24 @@ def load_specs(
                 )
             )
         seen.setdefault(item.spec.key, item.path)
+    problems.extend(_layer_problems(loaded))
     if problems:
         raise SpecError(problems)
     return loaded
+
+
+def _layer_problems(loaded: list[LoadedSpec]) -> list[SpecProblem]:
+    """Experiments of one layer whose shares add up to more than 1, each named at its share."""
+    texts = {item.path: item.text for item in loaded}
+    found = layer_share_problems(
+        [(i.path, i.spec.key, i.spec.assignment.layer, i.spec.assignment.share) for i in loaded]
+    )
+    return [SpecProblem(path, _share_line(texts[path]), message) for path, message in found]
+
+
+def _share_line(text: str) -> int | None:
+    match = re.search(r"^.*\bshare\s*:", text, re.MULTILINE)
+    return text.count("\n", 0, match.start()) + 1 if match else None
 
 
 def parse_spec(

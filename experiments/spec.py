@@ -5,6 +5,7 @@ Loading a file (with line numbers for every error) lives in :mod:`experiments.lo
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import sys
@@ -24,6 +25,7 @@ from pydantic import (
 )
 from pydantic.functional_validators import BeforeValidator
 
+from experiments.assignment import HOLDOUT_ARM, arm_block
 from experiments.durations import format_duration, parse_duration
 from experiments.limits import (
     MAX_ARMS,
@@ -37,7 +39,7 @@ from experiments.limits import (
     MIN_WEIGHT,
 )
 from experiments.metrics import CATALOGUE
-from experiments.rules import RuleError, parse_rule
+from experiments.rules import FIELDS, RuleError, parse_rule
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
@@ -174,7 +176,48 @@ class Segment(StrictModel):
 
 
 class AssignmentSettings(StrictModel):
+    """How customers are split: the salt, strata, and the layer (mutual exclusion) with its share.
+
+    ``stratify_by`` names fields of the rule vocabulary (:data:`experiments.rules.FIELDS`); arms
+    are then balanced within each combination of their values (see
+    :mod:`experiments.assignment`). Experiments in one ``layer`` never share a customer: each
+    takes ``share`` of the layer's customers (a fixed range of a layer hash), and the shares of a
+    layer's experiments may add up to at most 1.
+    """
+
     salt: str | None = Field(default=None, min_length=1, description="default: the experiment key")
+    stratify_by: list[str] = Field(
+        default_factory=list, description="fields of the rule vocabulary, e.g. [subscription.plan]"
+    )
+    layer: str | None = Field(default=None, pattern=SLUG, description="mutual-exclusion layer")
+    share: float | None = Field(
+        default=None, gt=0, le=1, description="share of the layer's customers, e.g. 0.3"
+    )
+
+    @field_validator("stratify_by")
+    @classmethod
+    def _known_fields(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in FIELDS:
+                close = [f for f in FIELDS if f.rsplit(".", 1)[-1] == name]
+                close = close or difflib.get_close_matches(name, list(FIELDS), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(
+                    f"unknown stratum field {name!r}; {hint}stratify by fields of the rule"
+                    f" vocabulary (`retain fields`): {', '.join(sorted(FIELDS))}"
+                )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"stratify_by repeats {repeated}; list each field once")
+        return names
+
+    @model_validator(mode="after")
+    def _share_needs_layer(self) -> AssignmentSettings:
+        if self.layer is not None and self.share is None:
+            raise ValueError(f"layer {self.layer!r} needs a share of it, e.g. share: 0.3")
+        if self.share is not None and self.layer is None:
+            raise ValueError("share is the share of a layer; add layer: NAME or remove share")
+        return self
 
 
 class Metrics(StrictModel):
@@ -383,6 +426,15 @@ class ExperimentSpec(StrictModel):
                     f"arm name {name!r} is already used by arms[{names.index(name)}]; "
                     "give each arm its own name",
                 )
+        if HOLDOUT_ARM in names:
+            raise ValueError(
+                f"arm name {HOLDOUT_ARM!r} is reserved for the global holdout; rename that arm"
+            )
+        if self.assignment.stratify_by:
+            try:
+                arm_block([(arm.name, arm.weight) for arm in self.arms])
+            except ValueError as error:
+                raise ValueError(f"assignment.stratify_by: {error}") from None
         if self.analysis.baseline is not None and self.analysis.baseline not in names:
             raise FieldProblem(
                 ("analysis", "baseline"),

@@ -15,27 +15,19 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from experiments.holdout import HoldoutError, HoldoutSettings, load_holdout
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report, write_report
-from experiments.rules import parse_rule
 from messaging.dispatcher import DispatchOptions, DispatchSummary, dispatch_due
 from messaging.render import template_exists, template_variables
 from messaging.settings import build_channels, call_budget, load_settings
+from models.assign import AssignmentError, AssignmentRun, assign_segment
+from models.assign_checks import CheckSummary, run_checks
+from models.assign_schedule import schedule_messages_sql
 from models.db import engine_for
 from models.evaluation import evaluate
-from models.experiments import (
-    SEGMENT_ERRORS,
-    AssignmentSummary,
-    Registration,
-    assign_customers,
-    experiment_id_for,
-    register_experiment,
-    registered_spec,
-    schedule_messages,
-    segment_problem,
-)
+from models.experiments import Registration, register_experiment, registered_spec
 from models.offers import grant_sent_offers
-from models.segments import select_segment
 
 
 @dataclass(frozen=True)
@@ -46,6 +38,8 @@ class RunSummary:
     newly_assigned: int
     by_arm: dict[str, int]
     messages_scheduled: int
+    excluded: dict[str, int]
+    checks: CheckSummary
 
 
 def now_utc() -> datetime:
@@ -63,39 +57,39 @@ def register(database_url: str | None, loaded: LoadedSpec, now: datetime) -> Reg
 
 
 @task(cache_policy=NONE)
-def select_customers(database_url: str | None, loaded: LoadedSpec, as_of: datetime) -> list[int]:
-    """The segment's customers, selected before the experiment is registered (so a rule the
-    database cannot run leaves no trace); those in other experiments are left out if asked."""
-    segment = loaded.spec.segment
-    engine = engine_for(database_url)
+def holdout_setting() -> HoldoutSettings:
     try:
-        return select_segment(
-            engine,
-            parse_rule(segment.where),
-            as_of,
-            experiment_id=experiment_id_for(engine, loaded.spec.key),
-            exclude_assigned=segment.exclude_if_in_other_experiments,
-        )
-    except SEGMENT_ERRORS as error:
-        raise segment_problem(loaded, error) from None
+        return load_holdout()
+    except HoldoutError as error:
+        raise AssignmentError(str(error)) from None
 
 
 @task(cache_policy=NONE)
-def assign(
+def select_and_assign(
     database_url: str | None,
     loaded: LoadedSpec,
     experiment_id: int,
-    customer_ids: list[int],
-    now: datetime,
-) -> AssignmentSummary:
-    return assign_customers(engine_for(database_url), experiment_id, loaded.spec, customer_ids, now)
+    as_of: datetime,
+    holdout: HoldoutSettings,
+) -> AssignmentRun:
+    # Set-based: the segment is selected and assigned inside the database; no ids pass through.
+    return assign_segment(
+        engine_for(database_url), experiment_id, loaded.spec, as_of, as_of, holdout
+    )
 
 
 @task(cache_policy=NONE)
 def schedule(
     database_url: str | None, loaded: LoadedSpec, experiment_id: int, now: datetime
 ) -> int:
-    return schedule_messages(engine_for(database_url), experiment_id, loaded.spec, now)
+    return schedule_messages_sql(engine_for(database_url), experiment_id, loaded.spec, now)
+
+
+@task(cache_policy=NONE)
+def check_assignment(
+    database_url: str | None, loaded: LoadedSpec, experiment_id: int, now: datetime
+) -> CheckSummary:
+    return run_checks(engine_for(database_url), experiment_id, loaded.spec, now)
 
 
 @task(cache_policy=NONE)
@@ -150,21 +144,33 @@ def run_experiment(
     logger = get_run_logger()
     as_of = as_of or now_utc()
     loaded = load_experiment(spec_path)
-    customers = select_customers(database_url, loaded, as_of)
+    holdout = holdout_setting()
     registration = register(database_url, loaded, as_of)
     eid = registration.experiment_id
-    assigned = assign(database_url, loaded, eid, customers, as_of)
+    assigned = select_and_assign(database_url, loaded, eid, as_of, holdout)
     scheduled = schedule(database_url, loaded, eid, as_of)
+    checks = check_assignment(database_url, loaded, eid, as_of)
     logger.info(
-        "%s: %d in segment, %d newly assigned %s, %d messages scheduled",
+        "%s: %d in segment, %d newly assigned %s, excluded %s, %d messages scheduled;"
+        " sample ratio p=%.3g%s",
         loaded.spec.key,
-        len(customers),
+        assigned.segment_size,
+        assigned.new,
+        assigned.by_arm,
+        assigned.excluded,
+        scheduled,
+        checks.srm_p_value,
+        " (MISMATCH)" if checks.srm_flagged else "",
+    )
+    return RunSummary(
+        loaded.spec.key,
+        eid,
+        assigned.segment_size,
         assigned.new,
         assigned.by_arm,
         scheduled,
-    )
-    return RunSummary(
-        loaded.spec.key, eid, len(customers), assigned.new, assigned.by_arm, scheduled
+        assigned.excluded,
+        checks,
     )
 
 

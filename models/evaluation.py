@@ -41,6 +41,7 @@ def evaluate(
     arms = [arm.name for arm in spec.arms]
     empty = SampleStats(n=0, sum=0.0, sum_squares=0.0)
     inputs = []
+    names = {arm.name for arm in spec.arms}
     for name, role in spec.metrics.roles():
         paired = None
         # One pass gives both the outcome's sums and the cross-products with the pre-period.
@@ -52,6 +53,8 @@ def evaluate(
         moments = metric_statistics(
             engine, experiment_id, name, as_of, arms, costs=costs, lookback_days=lookback
         )
+        # Only the spec's arms: the global holdout's arm is not one of the experiment's.
+        moments = {arm: m for arm, m in moments.items() if arm in names}
         stats = {arm: m.sample() for arm, m in moments.items()}
         if analysis.cuped and set(moments) == set(arms):
             paired = {arm: m.paired() for arm, m in moments.items()}
@@ -79,7 +82,12 @@ def evaluate(
         planted=planted,
         settings=AnalysisSettings.from_spec(analysis),
         survival=SurvivalInput(survival_statistics(engine, experiment_id, as_of, horizon), horizon),
-        balance=covariate_statistics(engine, experiment_id, as_of, arms),
+        balance={
+            covariate: {arm: s for arm, s in per_arm.items() if arm in names}
+            for covariate, per_arm in covariate_statistics(
+                engine, experiment_id, as_of, arms
+            ).items()
+        },
     )
     report = enrich(report, report_context(engine, experiment_id, spec, report, as_of))
     with Session(engine) as session:

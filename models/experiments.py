@@ -23,7 +23,7 @@ from experiments.rules import parse_rule
 from experiments.spec import ExperimentSpec
 from models.bulk import insert_ignoring_conflicts, table
 from models.customer_data import Customer
-from models.records import Assignment, Experiment, ExperimentSnapshot, Message
+from models.records import Assignment, Experiment, ExperimentSnapshot
 from models.segments import segment_query
 
 CHUNK = 5_000
@@ -84,8 +84,16 @@ class AssignmentSummary:
     by_arm: dict[str, int]
 
 
-def _randomisation(spec: ExperimentSpec) -> tuple[str, list[tuple[str, float]]]:
-    return spec.salt, [(arm.name, arm.weight) for arm in spec.arms]
+def _randomisation(spec: ExperimentSpec) -> tuple[object, ...]:
+    """What decides a customer's arm: frozen once customers are assigned."""
+    settings = spec.assignment
+    return (
+        spec.salt,
+        [(arm.name, arm.weight) for arm in spec.arms],
+        settings.stratify_by,
+        settings.layer,
+        settings.share,
+    )
 
 
 def register_experiment(engine: Engine, loaded: LoadedSpec, now: datetime) -> Registration:
@@ -156,7 +164,8 @@ def _refuse_moving_customers(session: Session, experiment: Experiment, loaded: L
     if assigned and _randomisation(previous.spec) != _randomisation(loaded.spec):
         raise ExperimentChangeError(
             f"{loaded.path}: experiment {loaded.spec.key!r} already has {assigned} assigned "
-            "customers; changing its salt, arms or weights would move them between arms. "
+            "customers; changing its salt, arms, weights, strata or layer share would move them "
+            "between arms or unbalance them. "
             "Start a new experiment with a new key instead."
         )
 
@@ -203,7 +212,7 @@ def assign_customers(
                     )
                 ).all()
             )
-        salt, arms = _randomisation(spec)
+        salt, arms = spec.salt, [(arm.name, arm.weight) for arm in spec.arms]
         choices = assign(salt, [external[c] for c in todo], arms)
         rows = [
             {
@@ -229,50 +238,11 @@ def assign_customers(
 def schedule_messages(
     engine: Engine, experiment_id: int, spec: ExperimentSpec, now: datetime
 ) -> int:
-    """Create outbox rows for every step of every assigned customer's arm; returns rows added.
+    """Create outbox rows for every step of every assigned customer's arm; returns rows added
+    (set-based: :func:`models.assign_schedule.schedule_messages_sql`)."""
+    from models.assign_schedule import schedule_messages_sql
 
-    The idempotency key ``<experiment>:<customer>:<arm>:<step>`` makes re-scheduling a no-op. Arms
-    without steps get ``shadow`` rows at the other arms' touch points (intent-to-treat, never sent).
-    """
-    added = 0
-    with engine.begin() as connection:
-        shadow_steps = spec.shadow_steps()
-        for arm in spec.arms:
-            # An arm without steps (a control) gets shadow rows at the other arms' touch points:
-            # the policy decides them like real messages, and they are never sent.
-            shadow = not arm.steps
-            steps = shadow_steps if shadow else arm.steps
-            if not steps:
-                continue
-            assigned = connection.execute(
-                select(Assignment.customer_id, Customer.external_id, Assignment.assigned_at)
-                .join(Customer, col(Customer.id) == col(Assignment.customer_id))
-                .where(Assignment.experiment_id == experiment_id, Assignment.arm == arm.name)
-            ).all()
-            rows = [
-                {
-                    "idempotency_key": f"{spec.key}:{external_id}:{arm.name}:{index}",
-                    "experiment_id": experiment_id,
-                    "customer_id": customer_id,
-                    "arm": arm.name,
-                    "step_index": index,
-                    "channel": step.channel,
-                    "template": step.template,
-                    "unless_condition": step.unless,
-                    "scheduled_at": assigned_at + step.at,
-                    "status": "pending",
-                    "attempts": 0,
-                    "shadow": shadow,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for customer_id, external_id, assigned_at in assigned
-                for index, step in enumerate(steps)
-            ]
-            added += insert_ignoring_conflicts(
-                connection, table(Message), rows, ["idempotency_key"]
-            )
-    return added
+    return schedule_messages_sql(engine, experiment_id, spec, now)
 
 
 def registered_spec(engine: Engine, key: str) -> tuple[int, LoadedSpec]:

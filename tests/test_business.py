@@ -14,7 +14,12 @@ import numpy.typing as npt
 import pytest
 import statsmodels.api as sm
 
-from experiments.simulation.business import BusinessConfig, SyntheticBusiness, generate_business
+from experiments.simulation.business import (
+    BusinessConfig,
+    SyntheticBusiness,
+    business_blocks,
+    generate_business,
+)
 from experiments.simulation.lifecycle import PLANS, invoice_cents
 
 AS_OF = np.datetime64("2026-11-02T09:00:00", "s")
@@ -122,7 +127,7 @@ def test_shares_at_as_of_match_the_documented_business(business: SyntheticBusine
     assert (s.status == "active")[alive].mean() >= 0.6
     assert 0.17 <= (s.billing_interval == "year").mean() <= 0.23
     assert 0.015 <= len(b.suppressions) / len(c) <= 0.025
-    assert len(b.activity) < 400_000
+    assert len(b.activity) < 900_000  # a year: daily rows for 60 days, weekly totals before
 
 
 def test_monthly_churn_over_the_history_is_two_to_four_percent(business: SyntheticBusiness) -> None:
@@ -308,7 +313,10 @@ def test_activity_stays_within_each_customer_life(business: SyntheticBusiness) -
     ends = s.canceled_at[a.customer]
     assert (a.occurred_at[~np.isnat(ends)] <= ends[~np.isnat(ends)]).all()
     usage_rows = np.isin(a.kind, ["login", "feature_use"])
-    assert (a.occurred_at[usage_rows] >= AS_OF - 61 * DAY).all()
+    weekly = np.array([name == "week" for name in a.name.tolist()])
+    assert (a.occurred_at[usage_rows] >= AS_OF - 366 * DAY).all()
+    assert (a.occurred_at[usage_rows & ~weekly] >= AS_OF - 61 * DAY).all()
+    assert (a.occurred_at[weekly] < AS_OF - 59 * DAY).all() and weekly[usage_rows].any()
     day = a.occurred_at.astype("datetime64[D]").astype(np.int64)
     kind = np.unique(a.kind, return_inverse=True)[1]
     assert len(np.unique(np.column_stack([a.customer, kind, day]), axis=0)) == len(a)
@@ -316,3 +324,84 @@ def test_activity_stays_within_each_customer_life(business: SyntheticBusiness) -
     u = business.suppressions
     assert ((u.created_at >= c.created_at[u.customer]) & (u.created_at < AS_OF)).all()
     assert set(u.reason.tolist()) == {"unsubscribe"} and set(u.channel.tolist()) == {"email"}
+
+
+def test_a_year_of_usage_with_weekly_totals_before_the_last_60_days(
+    business: SyntheticBusiness,
+) -> None:
+    """Customers alive all year have usage in every quarter, and a week of the weekly totals
+    holds about as much usage as a week of the daily rows."""
+    c, s = business.customers, business.subscriptions
+    whole_year = (c.created_at < AS_OF - 366 * DAY) & (s.status == "active")
+    for quarter in range(4):
+        lo = AS_OF - (quarter + 1) * 91 * DAY
+        used = usage(business, lo, lo + 91 * DAY) > 0
+        assert used[whole_year].mean() > 0.95, quarter
+    old = usage(business, AS_OF - 360 * DAY, AS_OF - 80 * DAY)[whole_year].mean() / 40
+    recent = usage(business, AS_OF - 56 * DAY, AS_OF)[whole_year].mean() / 8
+    assert 0.8 < old / recent < 1.25
+
+
+def test_cards_are_replaced_before_they_expire(business: SyntheticBusiness) -> None:
+    """60 % of cards are planned to be replaced in the 20 days before they expire (fewer are:
+    some were replaced earlier after a failed charge), so a replayed card segment sees updates
+    right up to as_of."""
+    p, s = business.payment_methods, business.subscriptions
+    october = (p.expires_on == np.datetime64("2026-10-31")) & (s.status[p.customer] != "canceled")
+    october &= p.created_at < AS_OF - 90 * DAY
+    later = np.zeros(len(p), bool)
+    same_customer = p.customer[1:] == p.customer[:-1]  # rows are by customer, then created_at
+    replaced_at = np.where(same_customer, p.created_at[1:], np.datetime64("NaT"))
+    later[:-1] = same_customer & (replaced_at >= np.datetime64("2026-10-11"))
+    later[:-1] &= replaced_at <= np.datetime64("2026-11-01")
+    assert october.sum() > 100
+    assert 0.35 <= later[october].mean() <= 0.65
+    recent = (p.created_at >= AS_OF - 15 * DAY) & (p.created_at < AS_OF)
+    renewed = recent & (p.created_at > business.customers.created_at[p.customer] + DAY)
+    assert renewed.sum() > 0.005 * len(business.customers)
+
+
+def test_plan_and_interval_changes_keep_the_previous_price_and_interval(
+    business: SyntheticBusiness,
+) -> None:
+    s = business.subscriptions
+    changed = ~np.isnat(s.plan_changed_at)
+    previous_mrr = np.array([m if m is not None else -1 for m in s.previous_mrr_cents.tolist()])
+    previous_interval = np.array([v or "" for v in s.previous_billing_interval.tolist()])
+    assert np.array_equal(previous_mrr >= 0, changed)
+    assert np.array_equal(previous_interval != "", changed)
+    tier = {plan: rank for rank, plan in enumerate(PLANS)}
+    prev_tier = np.array([tier.get(p, -1) for p in s.previous_plan.tolist()])
+    now_tier = np.array([tier[p] for p in s.plan.tolist()])
+    down = changed & (prev_tier > now_tier)
+    assert down.sum() > 0 and (previous_mrr[down] > s.mrr_cents[down]).all()
+    shortened = changed & (previous_interval == "year") & (s.billing_interval == "month")
+    assert shortened.sum() > 0 and (prev_tier[shortened] == now_tier[shortened]).all()
+    yearly_price = invoice_cents(now_tier[shortened], np.ones(shortened.sum(), bool))
+    assert (previous_mrr[shortened] == np.round(yearly_price / 12)).all()
+
+
+def test_failed_payments_are_often_recovered_later(business: SyntheticBusiness) -> None:
+    i = business.invoices
+    recovered = (i.status == "paid") & (i.attempts > 1)
+    assert recovered.sum() > 0.5 * (i.status == "failed").sum()
+    assert (i.paid_at[recovered] > i.due_at[recovered]).all()
+
+
+def test_blocks_do_not_depend_on_the_total() -> None:
+    """Customer blocks have their own generators: a larger business starts with the same
+    customers, and the streamed blocks concatenate to the whole."""
+    small = generate_business(BusinessConfig(customers=2_000, seed=3))
+    large = generate_business(BusinessConfig(customers=26_000, seed=3, history_days=120))
+    assert small.customers.email[:10].tolist() != large.customers.email[:10].tolist()  # history
+    again = generate_business(BusinessConfig(customers=2_500, seed=3))
+    assert again.customers.email[:2_000].tolist() != [] and np.array_equal(
+        again.customers.external_id[:2_000], small.customers.external_id
+    )
+    blocks = list(business_blocks(BusinessConfig(customers=26_000, seed=3, history_days=120)))
+    assert [len(b.customers) for b in blocks] == [25_000, 1_000]
+    assert np.array_equal(
+        np.concatenate([b.activity.customer for b in blocks]), large.activity.customer
+    )
+    assert blocks[1].invoices.customer.min() >= 25_000
+    assert len(set(large.customers.email.tolist())) == 26_000

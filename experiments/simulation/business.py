@@ -63,8 +63,10 @@ suppression; their consent flag is left as it was (the suppression must win).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +103,7 @@ __all__ = [
     "SubscriptionColumns",
     "SuppressionColumns",
     "SyntheticBusiness",
+    "business_blocks",
     "generate_business",
 ]
 
@@ -188,7 +191,9 @@ _LAST = (
 _ASCII = str.maketrans({"å": "a", "ä": "a", "ö": "o", "ü": "u", "ß": "ss", "é": "e"})
 
 
-def _customers(rng: np.random.Generator, clock: Clock, start: Start) -> CustomerColumns:
+def _customers(
+    rng: np.random.Generator, clock: Clock, start: Start, offset: int
+) -> CustomerColumns:
     """Names, contact details and consent; phones are unique E.164 numbers for ~70 %."""
     n = len(start.signup)
     country = np.searchsorted(np.cumsum(_COUNTRY_SHARE)[:-1], rng.random(n), side="right")
@@ -199,7 +204,7 @@ def _customers(rng: np.random.Generator, clock: Clock, start: Start) -> Customer
     area = _US_AREAS[(rng.random(n) * len(_US_AREAS)).astype(np.int64)]
     email_consent = rng.random(n) < 0.90
     sms_consent = has_phone & (rng.random(n) < 0.55)
-    index = np.arange(n, dtype=np.int64)
+    index = np.arange(offset, offset + n, dtype=np.int64)
     digits = np.array([7, 9, 8, 8])[country]  # after the prefix
     # i -> i * 7919993 mod 10^d is a bijection (7919993 is prime to 10): numbers never repeat.
     subscriber = (index * 7_919_993 + 1_234_567) % (10**digits)
@@ -210,7 +215,7 @@ def _customers(rng: np.random.Generator, clock: Clock, start: Start) -> Customer
         c = int(country[i])
         given, family = _FIRST[c][first[i]], _LAST[c][last[i]]
         names.append(f"{given} {family}")
-        emails.append(f"{given}.{family}.{i}@example.com".lower().translate(_ASCII))
+        emails.append(f"{given}.{family}.{offset + i}@example.com".lower().translate(_ASCII))
         if not has_phone[i]:
             phones.append(None)
         else:
@@ -222,7 +227,7 @@ def _customers(rng: np.random.Generator, clock: Clock, start: Start) -> Customer
         _TIMEZONES[np.maximum(country - 1, 0)],
     )
     return CustomerColumns(
-        external_id=np.array([f"cus_{i:06d}" for i in range(n)]),
+        external_id=np.array([f"cus_{i:06d}" for i in range(offset, offset + n)]),
         name=np.array(names),
         email=np.array(emails),
         phone=np.array(phones, dtype=object),
@@ -248,6 +253,8 @@ def _subscriptions(life: Life) -> SubscriptionColumns:
         "active",
     )
     plans = np.array(PLANS)
+    changed = life.prev_plan >= 0
+    previous_mrr = mrr_cents(np.maximum(life.prev_plan, 0), life.prev_yearly)
     return SubscriptionColumns(
         customer=np.arange(n, dtype=np.int64),
         plan=plans[life.plan],
@@ -263,6 +270,20 @@ def _subscriptions(life: Life) -> SubscriptionColumns:
         ),
         previous_plan=np.array(
             [PLANS[p] if p >= 0 else None for p in life.prev_plan.tolist()], dtype=object
+        ),
+        previous_mrr_cents=np.array(
+            [
+                m if c else None
+                for m, c in zip(previous_mrr.tolist(), changed.tolist(), strict=True)
+            ],
+            dtype=object,
+        ),
+        previous_billing_interval=np.array(
+            [
+                ("year" if y else "month") if c else None
+                for y, c in zip(life.prev_yearly.tolist(), changed.tolist(), strict=True)
+            ],
+            dtype=object,
         ),
         plan_changed_at=clock.times(life.changed),
     )
@@ -322,15 +343,30 @@ def _suppressions(rng: np.random.Generator, life: Life, email_consent: Bools) ->
     )
 
 
-def generate_business(config: BusinessConfig) -> SyntheticBusiness:
-    """The synthetic business described in the module docstring; same config, same bytes."""
-    rng = np.random.default_rng(config.seed)
+BLOCK = 25_000
+"""Customers simulated together, each block with its own generator seeded by (seed, block):
+memory stays bounded whatever the number of customers, and the output does not depend on how a
+caller streams it."""
+
+
+def business_blocks(config: BusinessConfig) -> Iterator[SyntheticBusiness]:
+    """The business of :func:`generate_business` in blocks of :data:`BLOCK` customers, in order.
+
+    Each block's rows refer to customers by their global index; its ``config.customers`` is the
+    whole business's count.
+    """
+    for offset in range(0, config.customers, BLOCK):
+        yield _block(config, offset, min(BLOCK, config.customers - offset))
+
+
+def _block(config: BusinessConfig, offset: int, n: int) -> SyntheticBusiness:
+    rng = np.random.default_rng([config.seed, offset // BLOCK])
     clock = Clock(as_of=int(config.as_of.timestamp()), history=config.history_days * DAY)
-    start = draw_signups(rng, clock, config.customers)
-    customers = _customers(rng, clock, start)
+    start = draw_signups(rng, clock, n)
+    customers = _customers(rng, clock, start, offset)
     life = Life(rng, clock, start)
     life.run()
-    now = np.zeros(config.customers, np.int64)
+    now = np.zeros(n, np.int64)
     latent = LatentColumns(
         engagement=start.workdays * 0.96 / 7,
         payment_decline_rate=start.decline_rate,
@@ -338,7 +374,7 @@ def generate_business(config: BusinessConfig) -> SyntheticBusiness:
         disengaged=life.alive & life.low_usage(now)[1],
         monthly_hazard=np.where(life.alive, life.hazard(now), np.nan),
     )
-    return SyntheticBusiness(
+    block = SyntheticBusiness(
         config=config,
         customers=customers,
         subscriptions=_subscriptions(life),
@@ -347,4 +383,39 @@ def generate_business(config: BusinessConfig) -> SyntheticBusiness:
         activity=activity_columns(rng, life),
         suppressions=_suppressions(rng, life, customers.email_consent),
         latent=latent,
+    )
+    return _shifted(block, offset) if offset else block
+
+
+_TABLES = ("subscriptions", "invoices", "payment_methods", "activity", "suppressions")
+
+
+def _shifted(block: SyntheticBusiness, offset: int) -> SyntheticBusiness:
+    """The block with its rows' customer indices moved from block-local to global."""
+    moved = {
+        name: replace(getattr(block, name), customer=getattr(block, name).customer + offset)
+        for name in _TABLES
+    }
+    return replace(block, **moved)
+
+
+def generate_business(config: BusinessConfig) -> SyntheticBusiness:
+    """The synthetic business described in the module docstring; same config, same bytes.
+
+    Holds every row in memory: stream large businesses with :func:`business_blocks` instead.
+    """
+    blocks = list(business_blocks(config))
+    if len(blocks) == 1:
+        return blocks[0]
+
+    def joined(name: str) -> Any:
+        parts = [getattr(b, name) for b in blocks]
+        kind = type(parts[0])
+        return kind(
+            **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(kind)}
+        )
+
+    return SyntheticBusiness(
+        config=config,
+        **{name: joined(name) for name in ("customers", *_TABLES, "latent")},
     )

@@ -62,7 +62,9 @@ class SubscriptionColumns(_Columns):
     paused_at: Times
     canceled_at: Times
     cancel_reason: Objects
-    previous_plan: Objects
+    previous_plan: Objects  # before the last plan or interval change, else None
+    previous_mrr_cents: Objects  # int or None
+    previous_billing_interval: Objects  # str or None
     plan_changed_at: Times
 
 
@@ -94,7 +96,11 @@ class PaymentMethodColumns(_Columns):
 
 @dataclass(frozen=True, eq=False)
 class ActivityColumns(_Columns):
-    """``activity_events``: one row per customer, kind and day, with the day's ``quantity``."""
+    """``activity_events``: one row per customer, kind and day, with the day's ``quantity``.
+
+    Usage older than 60 days is kept as weekly totals: one ``login`` / ``feature_use`` row per
+    customer, kind and week, named ``"week"``, at the week's last event.
+    """
 
     customer: Ints
     kind: Strs

@@ -139,6 +139,7 @@ class Life:
         self.churn = np.full(n, NEVER)
         self.reason = np.full(n, -1)
         self.prev_plan = np.full(n, -1)
+        self.prev_yearly = np.zeros(n, bool)
         self.changed = np.full(n, -NEVER)
         self.switched = np.full(n, -NEVER)
         self.last_fail = np.full(n, -NEVER)
@@ -150,6 +151,9 @@ class Life:
         self.pause_to = np.full(n, NEVER)
         self.decl_on = np.full(n, NEVER)
         self.decl_off = np.full(n, NEVER)
+        # Earlier (closed) pauses and low-usage episodes, kept for a year of activity.
+        self.past_pauses: list[tuple[Ints, Ints, Ints]] = []
+        self.past_lows: list[tuple[Ints, Ints, Ints]] = []
         self.disengaged = np.zeros(n, bool)  # the latest low-usage episode is not a passing dip
         self.owing = np.zeros(n, bool)  # latest invoice unpaid
         self.last_k = np.full(n, -1)
@@ -159,7 +163,7 @@ class Life:
         self.anchor_offset = np.minimum(into // DAY, 27) * DAY + into % DAY  # bill by the 28th
         self.card_exp = np.zeros(n, np.int64)
         self.card_created = np.zeros(n, np.int64)
-        self.card_decided = np.zeros(n, bool)  # renewal of the current card already settled
+        self.card_renew_at = np.full(n, NEVER)  # planned replacement before expiry (NEVER: none)
         self.cards: list[tuple[Ints, Ints, Ints]] = []
         self.invoices: list[tuple[Ints, ...]] = []
         self.tickets: list[tuple[Ints, Ints, Bools]] = []
@@ -171,16 +175,23 @@ class Life:
         return np.where(np.asarray(k) == 0, self.s.anchor, d)
 
     def _add_cards(self, who: Bools, when: Ints) -> None:
-        """Customers ``who`` add a card at ``when``; a 9 % reissue wave expires in as_of's month."""
-        u = self.rng.random((2, len(who)))
+        """Customers ``who`` add a card at ``when``; an 11 % reissue wave expires in as_of's month.
+
+        60 % of cards are replaced before they expire, at a time uniform in the 20 days before
+        the end of the expiry month (never before the card itself was added).
+        """
+        u = self.rng.random((4, len(who)))
         idx = np.flatnonzero(who)
-        created = self.clock.month_of(when[idx])
+        when = when[idx]  # a copy: ``when`` may be one of the arrays updated below
+        created = self.clock.month_of(when)
         wave_month = self.clock.month_of(np.zeros(1, np.int64))[0]
         wave = (u[0, idx] < 0.11) & (wave_month >= created + 2) & (wave_month <= created + 48)
         expiry = np.where(wave, wave_month, created + 2 + (u[1, idx] * 47).astype(np.int64))
-        self.card_exp[idx], self.card_created[idx] = expiry, when[idx]
-        self.card_decided[idx] = False
-        self.cards.append((idx, when[idx], expiry))
+        expired_at = self.clock.month_start(expiry + 1)
+        early = np.maximum(expired_at - (u[3, idx] * 20 * DAY).astype(np.int64), when + DAY)
+        self.card_exp[idx], self.card_created[idx] = expiry, when
+        self.card_renew_at[idx] = np.where(u[2, idx] < 0.60, early, NEVER)
+        self.cards.append((idx, when, expiry))
 
     def signals(self, t: Ints) -> dict[str, Bools]:
         """The early-warning signals (keys of HAZARD_RATIOS) of every customer at time ``t``."""
@@ -222,7 +233,7 @@ class Life:
         u = self.rng.random((18, len(act)))
         self.last_k[act] = k
         self._pause_and_plan(k, act, start, u)
-        self._renew_cards(act, start, u)
+        self._renew_cards(act, end)
         billed = act & ~self.paused & (~self.yearly | (k % 12 == 0))
         failed, paid_at, pay_attempts, lost, new_card = self._charge(billed, start, u)
         turn, factor = self._usage_turns(act, start, end, u)
@@ -245,6 +256,10 @@ class Life:
         self.paused_at[resume] = -NEVER
         monthly = act & ~self.yearly & (k >= 1)
         pause = monthly & ~self.paused & (u[0] < 0.025)
+        ended = pause & (self.pause_from < NEVER)
+        self.past_pauses.append(
+            (np.flatnonzero(ended), self.pause_from[ended], self.pause_to[ended])
+        )
         self.paused[pause] = True
         self.paused_at[pause] = start[pause] - (u[1][pause] * 5 * DAY).astype(np.int64)
         self.pause_from[pause], self.pause_to[pause] = self.paused_at[pause], NEVER
@@ -253,20 +268,22 @@ class Life:
         down = change & (self.plan > 0) & (u[3] < 0.012)
         up = change & ~down & (self.plan < 2) & (u[3] > 1 - 0.008)
         moved = down | up
-        self.prev_plan[moved] = self.plan[moved]
+        self.prev_plan[moved], self.prev_yearly[moved] = self.plan[moved], False
         self.changed[moved] = start[moved] - (u[4][moved] * 10 * DAY).astype(np.int64)
         self.plan += up.astype(np.int64) - down.astype(np.int64)
         switch = act & self.yearly & (k >= 12) & (k % 12 == 0) & (u[5] < 0.12)
+        self.prev_plan[switch], self.prev_yearly[switch] = self.plan[switch], True
         self.yearly[switch] = False
-        self.switched[switch] = start[switch]
+        self.switched[switch] = self.changed[switch] = start[switch]
 
-    def _renew_cards(self, act: Bools, start: Ints, u: Floats) -> None:
-        """60 % replace a card that has expired since the last month, up to 20 days before expiry."""
-        expired_at = self.clock.month_start(self.card_exp + 1)
-        now = act & ~self.card_decided & (expired_at <= start)
-        self.card_decided[now] = True
-        early = expired_at - (u[7] * 20 * DAY).astype(np.int64)
-        self._add_cards(now & (u[6] < 0.60), np.clip(early, self.card_created + DAY, start))
+    def _renew_cards(self, act: Bools, end: Ints) -> None:
+        """Replace the cards planned to be replaced before this month (and as_of) ends.
+
+        A replacement inside the month leaves the charge at its start unchanged: the old card is
+        still valid then (it is replaced before it expires).
+        """
+        now = act & (self.card_renew_at < np.minimum(end, 0))
+        self._add_cards(now, self.card_renew_at)
 
     def _charge(
         self, billed: Bools, start: Ints, u: Floats
@@ -294,6 +311,17 @@ class Life:
         new_card = fix & (hard | (u[17] < 0.5))
         return failed, paid_at, attempts, failed & ~retry & ~fix, new_card
 
+    def episodes(self, kind: str) -> tuple[Ints, Ints, Ints]:
+        """Every pause (``kind="pause"``) or low-usage episode (``"low"``) as (customer, on, off)."""
+        past = self.past_pauses if kind == "pause" else self.past_lows
+        on, off = (
+            (self.pause_from, self.pause_to) if kind == "pause" else (self.decl_on, self.decl_off)
+        )
+        current = on < NEVER
+        parts = [*past, (np.flatnonzero(current), on[current], off[current])]
+        customer, start, stop = (np.concatenate(c) for c in zip(*parts, strict=True))
+        return customer.astype(np.int64), start.astype(np.int64), stop.astype(np.int64)
+
     def low_usage(self, t: Ints) -> tuple[Bools, Bools]:
         """(in a usage dip, disengaged) at time ``t``."""
         low = (self.decl_on <= t) & (t < self.decl_off)
@@ -312,6 +340,8 @@ class Life:
         new_dip = normal & (u[16] < 0.18)
         new_gone = normal & (u[16] >= 0.18) & (u[16] < 0.36)
         onset = new_dip | new_gone
+        closed = onset & (self.decl_on < NEVER)
+        self.past_lows.append((np.flatnonzero(closed), self.decl_on[closed], self.decl_off[closed]))
         self.disengaged[onset] = new_gone[onset]
         self.decl_on[onset] = when[onset]
         dip_length = (21 + u[17] * 21) * DAY
