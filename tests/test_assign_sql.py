@@ -200,7 +200,10 @@ def test_holdout_is_its_own_arm_and_never_messaged(engine: Engine) -> None:
         ).scalar_one()
     assert messaged_holdout == 0
     treated = Counter(arm for arm, _ in got.values())
-    assert scheduled == treated["email"] + 2 * treated["email_sms"]
+    # Control gets shadow ("would have sent") rows at the treatment arms' touch points; the
+    # holdout, not an arm of the experiment, gets none.
+    shadow = treated["control"] * len(spec.shadow_steps())
+    assert scheduled == treated["email"] + 2 * treated["email_sms"] + shadow
     assert schedule_messages_sql(engine, eid, spec, T0) == 0  # idempotent
     assert count(engine, AssignmentExclusion, reason="holdout") == len(held)
 
