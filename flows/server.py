@@ -2,7 +2,8 @@
 
 Without ``PREFECT_API_URL`` every flow command would start Prefect's ephemeral API server (8-10 s).
 ``retain server start`` runs ``prefect server start`` on 127.0.0.1 in the background and records its
-address in ``$RETAIN_HOME/prefect-server.json`` (default ``~/.retain``); flow commands then use it
+address in ``prefect-server.json`` under Retain's state folder (``RETAIN_STATE_DIR``, default
+``~/.retain``, where the link key lives too); flow commands then use it
 when it answers its health check, and fall back to the ephemeral API when it does not.
 ``PREFECT_API_URL``, when set, always wins.
 """
@@ -24,7 +25,9 @@ DEFAULT_PORT = 4200
 
 
 def _home() -> Path:
-    return Path(os.environ.get("RETAIN_HOME") or "~/.retain").expanduser()
+    from messaging.links import state_dir
+
+    return state_dir()
 
 
 def state_file() -> Path:

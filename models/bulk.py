@@ -260,11 +260,15 @@ def reset_sequences(connection: Connection, table_names: Iterable[str]) -> None:
         )
 
 
-def analyze(connection: Connection) -> None:
-    """Refresh the planner's statistics after a bulk load (SQLite: sampled, so it stays fast)."""
+def analyze(connection: Connection, tables: Sequence[str] = ()) -> None:
+    """Refresh the planner's statistics after a bulk load, of ``tables`` or of every table
+    (SQLite: sampled, so it stays fast)."""
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("PRAGMA analysis_limit=1000")
-    connection.exec_driver_sql("ANALYZE")
+    if not tables:
+        connection.exec_driver_sql("ANALYZE")
+    for name in tables:
+        connection.exec_driver_sql(f"ANALYZE {_quoted(connection, name)}")
 
 
 def _quoted(connection: Connection, name: str) -> str:

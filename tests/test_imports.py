@@ -356,3 +356,26 @@ def test_product_events_reimport_is_idempotent(engine: Engine, tmp_path: Path) -
         ("milestone", "onboarding_completed", 1),
         ("support_ticket", "ticket_opened", 1),
     ]
+
+
+def test_a_large_import_refreshes_the_planner_statistics(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a bulk change of ANALYZE_AFTER_ROWS rows or more, the planner knows the table's size
+    (issue 12: statistics after bulk writes); the threshold is lowered to this file's size."""
+    import models.imports.run as run
+
+    monkeypatch.setattr(run, "ANALYZE_AFTER_ROWS", 6)
+    files = write_business(tmp_path / "export")
+    import_all(engine, files, NOW)
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            stats = connection.exec_driver_sql(
+                "SELECT stat FROM sqlite_stat1 WHERE tbl = 'customers'"
+            ).all()
+            assert stats and all(int(stat.split()[0]) == 6 for (stat,) in stats)
+        else:
+            analyzed = connection.exec_driver_sql(
+                "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'customers'"
+            ).scalar()
+            assert analyzed is not None

@@ -37,7 +37,7 @@ def health_server() -> Iterator[str]:
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("RETAIN_HOME", str(tmp_path))
+    monkeypatch.setenv("RETAIN_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     return tmp_path
 

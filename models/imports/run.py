@@ -19,6 +19,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Connection, Engine
 
 from models.bulk import table
+from models.db import analyze
 from models.imports.convert import Reject, convert_batch
 from models.imports.mapping import Mapping
 from models.imports.merge import (
@@ -112,6 +113,10 @@ def import_query(
         source.dispose()
 
 
+# A bulk change this large refreshes the table's planner statistics (``ANALYZE``) afterwards.
+ANALYZE_AFTER_ROWS = 10_000
+
+
 def import_batches(
     engine: Engine,
     batches: Iterable[Batch],
@@ -143,6 +148,8 @@ def import_batches(
             _record(connection, summary, sha256, now)
             if on_commit is not None:
                 on_commit(connection)
+        if summary.inserted + summary.updated >= ANALYZE_AFTER_ROWS:
+            analyze(engine, [mapping.target.name])  # fresh planner statistics for what changed
     except StructuralError as error:
         summary = ImportSummary(source, mapping.entity, "rejected", problems=error.problems)
         with engine.begin() as connection:
