@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report
 from experiments.simulation.business import BusinessConfig, generate_business
@@ -21,7 +23,7 @@ from experiments.simulation.realise import ResponseRun
 from experiments.simulation.response import HORIZON_DAYS, family_for, planted_effects
 from flows.pipeline import dispatch_messages, evaluate_experiment, run_experiment
 from messaging.render import template_exists
-from models.db import engine_for, redact
+from models.db import engine_for, redact, using_database
 from models.migrate import upgrade
 from models.outcomes import delivered, population_for, write_events, write_final
 from models.seed import SeedSummary, seed_business
@@ -76,6 +78,17 @@ def run_demo(
     engine = engine_for(url)
     upgrade(engine)
     log(f"database {redact(url)}")
+    with using_database(url):  # the flows read the database from the environment
+        return _run(config, url, engine, progress, log)
+
+
+def _run(
+    config: DemoConfig,
+    url: str,
+    engine: Engine,
+    progress: Progress | None,
+    log: Callable[[str], None],
+) -> DemoResult:
 
     business = generate_business(BusinessConfig(customers=config.customers, seed=config.seed))
     seeded = seed_business(engine, business, progress=progress)
@@ -89,7 +102,7 @@ def run_demo(
     for key in DEMO_EXPERIMENTS:
         path = DEFINITIONS / f"{key}.yaml"
         loaded = load_spec(path, template_exists)
-        summary = run_experiment(str(path), as_of=t0, database_url=url)
+        summary = run_experiment(str(path), as_of=t0)
         pop, arms = population_for(engine, summary.experiment_id, t0)
         metrics = [name for name, _ in loaded.spec.metrics.roles()]
         experiments[key] = DemoExperiment(
@@ -111,7 +124,6 @@ def run_demo(
             key,
             str(report_dirs[key]),
             as_of=evaluated_at,
-            database_url=url,
             planted={f"{m}/{a}": v for (m, a), v in exp.planted.items()},
         )
     return DemoResult(url, seeded, reports, report_dirs)
@@ -138,7 +150,7 @@ def _simulate(
     horizon = timedelta(days=HORIZON_DAYS)
     for i, stage in enumerate(stages):
         for offset in DISPATCH_ROUNDS:
-            summary = dispatch_messages(str(outbox), as_of=t0 + stage + offset, database_url=url)
+            summary = dispatch_messages(str(outbox), as_of=t0 + stage + offset)
             log(
                 f"day {stage.days}: sent {summary.sent}, skipped {summary.skipped}, "
                 f"deferred {summary.deferred}, failed {summary.failed}"

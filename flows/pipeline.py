@@ -52,8 +52,8 @@ def load_experiment(path: str) -> LoadedSpec:
 
 
 @task(cache_policy=NONE)
-def register(database_url: str | None, loaded: LoadedSpec, now: datetime) -> Registration:
-    return register_experiment(engine_for(database_url), loaded, now)
+def register(loaded: LoadedSpec, now: datetime) -> Registration:
+    return register_experiment(engine_for(), loaded, now)
 
 
 @task(cache_policy=NONE)
@@ -66,34 +66,27 @@ def holdout_setting() -> HoldoutSettings:
 
 @task(cache_policy=NONE)
 def select_and_assign(
-    database_url: str | None,
     loaded: LoadedSpec,
     experiment_id: int,
     as_of: datetime,
     holdout: HoldoutSettings,
 ) -> AssignmentRun:
     # Set-based: the segment is selected and assigned inside the database; no ids pass through.
-    return assign_segment(
-        engine_for(database_url), experiment_id, loaded.spec, as_of, as_of, holdout
-    )
+    return assign_segment(engine_for(), experiment_id, loaded.spec, as_of, as_of, holdout)
 
 
 @task(cache_policy=NONE)
-def schedule(
-    database_url: str | None, loaded: LoadedSpec, experiment_id: int, now: datetime
-) -> int:
-    return schedule_messages_sql(engine_for(database_url), experiment_id, loaded.spec, now)
+def schedule(loaded: LoadedSpec, experiment_id: int, now: datetime) -> int:
+    return schedule_messages_sql(engine_for(), experiment_id, loaded.spec, now)
 
 
 @task(cache_policy=NONE)
-def check_assignment(
-    database_url: str | None, loaded: LoadedSpec, experiment_id: int, now: datetime
-) -> CheckSummary:
-    return run_checks(engine_for(database_url), experiment_id, loaded.spec, now)
+def check_assignment(loaded: LoadedSpec, experiment_id: int, now: datetime) -> CheckSummary:
+    return run_checks(engine_for(), experiment_id, loaded.spec, now)
 
 
 @task(cache_policy=NONE)
-def dispatch(database_url: str | None, as_of: datetime | None, outbox_dir: str) -> DispatchSummary:
+def dispatch(as_of: datetime | None, outbox_dir: str) -> DispatchSummary:
     # No task retries: a dispatch that stops says why in its summary, and the next run resumes
     # (expired claims are taken over, messages in flight are reconciled with the provider).
     settings = load_settings()
@@ -104,26 +97,23 @@ def dispatch(database_url: str | None, as_of: datetime | None, outbox_dir: str) 
         lease=timedelta(seconds=settings.lease_seconds),
         call_budget=call_budget(settings),
     )
-    return dispatch_due(engine_for(database_url), as_of, channels, options=options)
+    return dispatch_due(engine_for(), as_of, channels, options=options)
 
 
 @task(cache_policy=NONE)
-def registered(database_url: str | None, key: str) -> tuple[int, LoadedSpec]:
-    return registered_spec(engine_for(database_url), key)
+def registered(key: str) -> tuple[int, LoadedSpec]:
+    return registered_spec(engine_for(), key)
 
 
 @task(cache_policy=NONE)
 def evaluate_and_write(
-    database_url: str | None,
     loaded: LoadedSpec,
     experiment_id: int,
     as_of: datetime,
     out_dir: str,
     planted: Mapping[tuple[str, str], float] | None = None,
 ) -> Report:
-    report = evaluate(
-        engine_for(database_url), experiment_id, loaded.spec, as_of, now_utc(), planted
-    )
+    report = evaluate(engine_for(), experiment_id, loaded.spec, as_of, now_utc(), planted)
     write_report(report, Path(out_dir))
     return report
 
@@ -136,20 +126,18 @@ def publish_artifacts(report: Report, out_dir: str) -> list[str]:
 
 
 @flow(name="run-experiment")
-def run_experiment(
-    spec_path: str, as_of: datetime | None = None, database_url: str | None = None
-) -> RunSummary:
+def run_experiment(spec_path: str, as_of: datetime | None = None) -> RunSummary:
     """Validate the experiment file, record it, select its segment, assign new customers to arms
     and schedule their messages. Re-running moves nobody and schedules nothing twice."""
     logger = get_run_logger()
     as_of = as_of or now_utc()
     loaded = load_experiment(spec_path)
     holdout = holdout_setting()
-    registration = register(database_url, loaded, as_of)
+    registration = register(loaded, as_of)
     eid = registration.experiment_id
-    assigned = select_and_assign(database_url, loaded, eid, as_of, holdout)
-    scheduled = schedule(database_url, loaded, eid, as_of)
-    checks = check_assignment(database_url, loaded, eid, as_of)
+    assigned = select_and_assign(loaded, eid, as_of, holdout)
+    scheduled = schedule(loaded, eid, as_of)
+    checks = check_assignment(loaded, eid, as_of)
     logger.info(
         "%s: %d in segment, %d newly assigned %s, excluded %s, %d messages scheduled;"
         " sample ratio p=%.3g%s",
@@ -175,13 +163,11 @@ def run_experiment(
 
 
 @flow(name="dispatch-messages")
-def dispatch_messages(
-    outbox_dir: str = "outbox", as_of: datetime | None = None, database_url: str | None = None
-) -> DispatchSummary:
+def dispatch_messages(outbox_dir: str = "outbox", as_of: datetime | None = None) -> DispatchSummary:
     """Send every due message in the outbox through its channel, once. Without ``as_of`` each
     batch is judged by the clock when it is sent; with it, the whole run acts at that time."""
-    summary = dispatch(database_url, as_of, outbox_dir)
-    grant_sent_offers(engine_for(database_url), as_of or now_utc())  # offer codes of what was sent
+    summary = dispatch(as_of, outbox_dir)
+    grant_sent_offers(engine_for(), as_of or now_utc())  # offer codes of what was sent
     logger = get_run_logger()
     logger.info(
         "sent %d, withheld (control) %d, skipped %s, deferred %d, failed %d, retried %d, "
@@ -205,18 +191,15 @@ def evaluate_experiment(
     key: str,
     out_dir: str,
     as_of: datetime | None = None,
-    database_url: str | None = None,
     planted: dict[str, float] | None = None,
 ) -> Report:
     """Aggregate the experiment's metrics per arm in SQL, test them and write the report.
 
     The spec is the snapshot stored when the experiment ran. ``planted`` maps ``"metric/arm"`` to a
     known true effect (the demo's); it is shown next to the estimates."""
-    experiment_id, loaded = registered(database_url, key)
+    experiment_id, loaded = registered(key)
     truths = {(k.partition("/")[0], k.partition("/")[2]): v for k, v in (planted or {}).items()}
-    report = evaluate_and_write(
-        database_url, loaded, experiment_id, as_of or now_utc(), out_dir, truths or None
-    )
+    report = evaluate_and_write(loaded, experiment_id, as_of or now_utc(), out_dir, truths or None)
     publish_artifacts(report, out_dir)
     get_run_logger().info("%s: report written to %s", key, out_dir)
     return report

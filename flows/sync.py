@@ -35,28 +35,28 @@ class FileImport(BaseModel):
 
 
 @task(cache_policy=NONE, retries=2, retry_delay_seconds=60)
-def stripe_sync(database_url: str | None) -> SyncSummary:
-    return sync_stripe(engine_for(database_url), ImportSettings())
+def stripe_sync() -> SyncSummary:
+    return sync_stripe(engine_for(), ImportSettings())
 
 
 @task(cache_policy=NONE)
-def file_import(database_url: str | None, item: FileImport) -> ImportSummary:
-    return import_file(engine_for(database_url), Path(item.path), load_mapping(item.mapping))
+def file_import(item: FileImport) -> ImportSummary:
+    return import_file(engine_for(), Path(item.path), load_mapping(item.mapping))
 
 
 @flow(name="sync-customers")
 def sync_customers(
-    database_url: str | None = None, stripe: bool = True, files: list[FileImport] | None = None
+    stripe: bool = True, files: list[FileImport] | None = None
 ) -> list[ImportSummary]:
     """Pull Stripe's changes since the last run, then import ``files`` (each in one transaction)."""
     logger = get_run_logger()
     summaries: list[ImportSummary] = []
     if stripe:
-        synced = stripe_sync(database_url)
+        synced = stripe_sync()
         summaries += synced.imports
         logger.info("stripe: %d change events, cursors %s", synced.events, synced.cursors)
     for item in files or []:
-        summaries.append(file_import(database_url, item))
+        summaries.append(file_import(item))
     for s in summaries:
         logger.info(
             "%s → %s: %d inserted, %d updated, %d unchanged, %d rejected",

@@ -20,6 +20,20 @@ def database_url() -> str:
     return os.environ.get("RETAIN_DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
+@contextmanager
+def using_database(url: str) -> Iterator[None]:
+    """``RETAIN_DATABASE_URL`` set to ``url`` for the block (in-process flow runs: the demo)."""
+    before = os.environ.get("RETAIN_DATABASE_URL")
+    os.environ["RETAIN_DATABASE_URL"] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RETAIN_DATABASE_URL", None)
+        else:
+            os.environ["RETAIN_DATABASE_URL"] = before
+
+
 def redact(url: str) -> str:
     """The URL with any password hidden, for logs and messages."""
     return make_url(url).render_as_string(hide_password=True)
@@ -61,8 +75,9 @@ _ENGINES: dict[str, Engine] = {}
 
 
 def engine_for(url: str | None = None) -> Engine:
-    """One shared engine per URL for the life of the process (flows and tasks pass URLs, not
-    engines, so their parameters stay plain and loggable)."""
+    """One shared engine per URL for the life of the process. Flows and tasks call it without a
+    URL: the database comes from the environment, never from a flow parameter, so a password
+    in it is never stored in Prefect's flow-run records."""
     url = url or database_url()
     if url not in _ENGINES:
         _ENGINES[url] = make_engine(url)

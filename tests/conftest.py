@@ -65,13 +65,17 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @pytest.fixture
-def database_url(migrated_template: str, tmp_path: Path) -> Iterator[str]:
-    """URL of a fresh, migrated, empty database for one test."""
+def database_url(
+    migrated_template: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """URL of a fresh, migrated, empty database for one test, also set as RETAIN_DATABASE_URL
+    (flows take no database parameter: they read it from the environment)."""
     if ON_POSTGRES:
         name = f"retain_t_{uuid.uuid4().hex[:12]}"
         admin = _admin_engine()
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"'))
+        monkeypatch.setenv("RETAIN_DATABASE_URL", _pg_url(name))
         yield _pg_url(name)
         dispose_engine(_pg_url(name))
         with admin.connect() as conn:
@@ -80,6 +84,7 @@ def database_url(migrated_template: str, tmp_path: Path) -> Iterator[str]:
     else:
         path = tmp_path / "retain.db"
         shutil.copy(migrated_template, path)
+        monkeypatch.setenv("RETAIN_DATABASE_URL", f"sqlite:///{path}")
         yield f"sqlite:///{path}"
         dispose_engine(f"sqlite:///{path}")
 

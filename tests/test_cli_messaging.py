@@ -188,7 +188,7 @@ def test_an_incomplete_dispatch_exits_non_zero_and_secret_blocks_load(
         # here, outside the CLI runner's temporary streams).
         from flows.pipeline import dispatch_messages
 
-        summary = dispatch_messages(str(tmp_path), database_url=database_url)
+        summary = dispatch_messages(str(tmp_path))
         assert not summary.complete and "check RETAIN_SENDGRID_API_KEY" in (summary.error or "")
         result = runner.invoke(app, ["dispatch", "--outbox", str(tmp_path)])
         assert result.exit_code == 2, result.output

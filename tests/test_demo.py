@@ -28,7 +28,7 @@ def test_demo_runs_every_stage_and_reports_planted_effects(
 
     lines: list[str] = []
     result = run_demo(
-        DemoConfig(out_dir=tmp_path, customers=3_000, seed=3, database_url=database_url),
+        DemoConfig(out_dir=tmp_path, customers=3_000, seed=3),
         log=lines.append,
     )
     assert set(result.reports) == set(DEMO_EXPERIMENTS)
@@ -48,7 +48,7 @@ def test_demo_runs_every_stage_and_reports_planted_effects(
     # One readable file per message sent, and dispatching again sends nothing.
     files = list((tmp_path / "outbox").rglob("*.txt"))
     assert len(files) == sent > 0
-    assert dispatch_messages(str(tmp_path / "outbox"), database_url=database_url).sent == 0
+    assert dispatch_messages(str(tmp_path / "outbox")).sent == 0
 
     for key in DEMO_EXPERIMENTS:
         data = json.loads((tmp_path / key / "report.json").read_text())

@@ -242,11 +242,9 @@ def test_artifact_tables_follow_the_report(
     add_customers(engine, 40, card_days=20)
     spec_path = tmp_path / f"{KEY}.yaml"
     spec_path.write_text(SPEC)
-    run_experiment(str(spec_path), as_of=T0, database_url=database_url)
-    dispatch_messages(str(tmp_path / "o"), as_of=T0, database_url=database_url)
-    report = evaluate_experiment(
-        KEY, str(tmp_path / "r"), as_of=T0.replace(year=2027), database_url=database_url
-    )
+    run_experiment(str(spec_path), as_of=T0)
+    dispatch_messages(str(tmp_path / "o"), as_of=T0)
+    report = evaluate_experiment(KEY, str(tmp_path / "r"), as_of=T0.replace(year=2027))
     rows = table_rows(report)
     assert {(r["metric"], r["arm"]) for r in rows} == {
         (m, a) for m in ("card_updated_14d", "retained_30d") for a in ("control", "email")
@@ -299,3 +297,16 @@ def test_bad_cron_zone_or_status_is_reported_with_its_line(tmp_path: Path) -> No
     assert any("bad.yaml:10:" in p and "schedule.cron" in p and "Bad hour" in p for p in problems)
     assert any("bad.yaml:10:" in p and "Mars/Olympus" in p for p in problems)
     assert any("bad.yaml:11:" in p and "status" in p for p in problems)
+
+
+def test_no_flow_takes_the_database_url_as_a_parameter() -> None:
+    """Flow parameters are stored in Prefect's flow-run records: a password in a database URL
+    must never become one (flows read RETAIN_DATABASE_URL from the environment)."""
+    import inspect
+
+    from flows.pipeline import dispatch_messages, evaluate_experiment, run_experiment
+    from flows.sync import sync_customers
+
+    for flow in (run_experiment, dispatch_messages, evaluate_experiment, sync_customers):
+        names = set(inspect.signature(flow.fn).parameters)
+        assert not {n for n in names if "url" in n or "secret" in n or n[-3:] == "key"}, names

@@ -45,29 +45,25 @@ def test_run_dispatch_evaluate_is_idempotent(
     spec_path.write_text(SPEC)
     outbox = tmp_path / "outbox"
 
-    first = run_experiment(str(spec_path), as_of=T0, database_url=database_url)
+    first = run_experiment(str(spec_path), as_of=T0)
     assert first.segment_size == 30 and first.newly_assigned == 30
-    second = run_experiment(
-        str(spec_path), as_of=T0 + timedelta(hours=1), database_url=database_url
-    )
+    second = run_experiment(str(spec_path), as_of=T0 + timedelta(hours=1))
     assert second.newly_assigned == 0 and second.messages_scheduled == 0
     treated = first.by_arm["email_sms"]
     control = first.by_arm["control"]
     assert scalar(engine, select(func.count()).select_from(Message)) == 2 * 30
 
     # 09:00 UTC is 10:00 in Stockholm: outside quiet hours, so every email goes now.
-    sent = dispatch_messages(str(outbox), as_of=T0, database_url=database_url)
+    sent = dispatch_messages(str(outbox), as_of=T0)
     assert sent.sent == treated and sent.complete
     assert sent.withheld == control  # the control's would-be emails: eligible, never sent
-    again = dispatch_messages(
-        str(outbox), as_of=T0 + timedelta(minutes=5), database_url=database_url
-    )
+    again = dispatch_messages(str(outbox), as_of=T0 + timedelta(minutes=5))
     assert again.sent == 0
     files = sorted((outbox / "flow-reminder" / "email").glob("*.txt"))
     assert len(files) == treated
     assert "Subject:" in files[0].read_text()
 
-    later = dispatch_messages(str(outbox), as_of=T0 + timedelta(days=3), database_url=database_url)
+    later = dispatch_messages(str(outbox), as_of=T0 + timedelta(days=3))
     assert later.sent == treated  # nobody updated a card, so every SMS goes
     assert later.withheld == control
     assert (
@@ -76,9 +72,7 @@ def test_run_dispatch_evaluate_is_idempotent(
     )
 
     out = tmp_path / "report"
-    report = evaluate_experiment(
-        "flow-reminder", str(out), as_of=T0 + timedelta(days=31), database_url=database_url
-    )
+    report = evaluate_experiment("flow-reminder", str(out), as_of=T0 + timedelta(days=31))
     data = json.loads((out / "report.json").read_text())
     assert data["experiment"] == "flow-reminder" and set(data) >= {"computed_at", "srm", "metrics"}
     names = [m["name"] for m in data["metrics"]]

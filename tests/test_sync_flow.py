@@ -40,7 +40,6 @@ def test_sync_flow_runs_stripe_then_files(
         monkeypatch.setenv("RETAIN_STRIPE_API_KEY", KEY)
         monkeypatch.setenv("RETAIN_STRIPE_API_BASE", fake.base)
         summaries = sync_customers(
-            database_url=database_url,
             files=[FileImport(path=str(events), mapping="product-events")],
         )
     assert [(s.entity, s.inserted) for s in summaries] == [("customers", 2), ("activity_events", 2)]
