@@ -28,7 +28,7 @@ def test_demo_runs_every_stage_and_reports_planted_effects(
 
     lines: list[str] = []
     result = run_demo(
-        DemoConfig(out_dir=tmp_path, customers=3_000, seed=3),
+        DemoConfig(out_dir=tmp_path, customers=3_000, seed=3, database_url=database_url),
         log=lines.append,
     )
     assert set(result.reports) == set(DEMO_EXPERIMENTS)

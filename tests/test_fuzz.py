@@ -32,14 +32,6 @@ from experiments.stats import SampleStats, srm_test, two_proportion_ztest, welch
 from experiments.survival import SurvivalCounts, kaplan_meier, log_rank, rmst_difference
 from messaging.render import template_exists, template_variables
 
-# Hypothesis warns when the global `random` state changes while it draws an example. In the full
-# suite the session's Prefect API server runs in background threads that use `random`, which trips
-# that check although these strategies never touch it; the examples stay derandomized.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Do not use the `random` module inside strategies"
-    ":hypothesis.errors.HypothesisDeprecationWarning"
-)
-
 
 def fuzz(examples: int) -> Any:
     return settings(
