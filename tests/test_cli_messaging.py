@@ -20,8 +20,8 @@ from messaging.settings import MessagingSettings, SettingsError, build_channels
 from models.db import session_scope
 from models.dispatch_records import SendAttempt
 from models.records import Message
+from tests.dispatch_world import World
 from tests.providers import SENDGRID_KEY, TWILIO_SID, TWILIO_TOKEN, FakeProviders
-from tests.test_dispatcher import World
 
 runner = CliRunner()
 SECRET_KEY = "SG.very-secret-sendgrid-key-4711"

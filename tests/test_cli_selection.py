@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from experiments.rules import FIELDS
 from flows.cli import app
 from models.records import Assignment, Experiment
-from tests.test_segments import AS_OF, build_data, insert
+from tests.segment_data import AS_OF, build_data, insert
 
 runner = CliRunner()
 

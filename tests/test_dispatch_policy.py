@@ -18,7 +18,7 @@ from messaging.dispatcher import dispatch_due
 from models.db import make_engine, session_scope
 from models.records import Experiment, ExperimentSnapshot, Message, Suppression
 from tests.conftest import ON_POSTGRES
-from tests.test_dispatcher import NOW, SPEC, Recording, World
+from tests.dispatch_world import NOW, SPEC, Recording, World
 
 
 @pytest.fixture

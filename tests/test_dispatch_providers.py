@@ -19,6 +19,7 @@ from messaging.sendgrid_channel import SendGridChannel
 from messaging.twilio_channel import TwilioChannel
 from models.dispatch_records import SendAttempt
 from models.records import Message, Suppression
+from tests.dispatch_world import NOW, World
 from tests.providers import (
     SENDGRID_KEY,
     TWILIO_SID,
@@ -28,7 +29,6 @@ from tests.providers import (
     sendgrid_error,
     twilio_error,
 )
-from tests.test_dispatcher import NOW, World
 
 CALLBACK = "https://hooks.retain.example/twilio/status"
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from experiments.rules import FIELDS, LIMITS, RuleError, parse_rule
 from models.segments import select_segment
-from tests.test_segments import AS_OF, Data, build_data, insert, recount, ref_holds
+from tests.segment_data import AS_OF, Data, build_data, insert, recount, ref_holds
 
 
 @pytest.fixture

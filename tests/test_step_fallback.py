@@ -8,7 +8,7 @@ import pytest
 
 from experiments.loader import SpecError, parse_spec
 from messaging.render import template_exists
-from tests.test_dispatcher import SPEC
+from tests.dispatch_world import SPEC
 
 FALLBACK = "unless: payment_method_updated, fallback: email, fallback_template: card_expiry}"
 
