@@ -23,6 +23,21 @@ GRACE_DAYS = 27
 grace period; a real team's billing system decides, and Stripe's default retry schedule is similar)."""
 
 
+def card_added_clause(now: datetime) -> Any:
+    """A payment method added after the customer's assignment to the outer ``messages`` row's
+    experiment, by ``now`` (``unless: payment_method_updated``; part of ``invoice_paid``)."""
+    return exists(
+        select(col(PaymentMethod.id))
+        .join(Assignment, col(Assignment.customer_id) == col(PaymentMethod.customer_id))
+        .where(
+            col(PaymentMethod.customer_id) == col(Message.customer_id),
+            col(Assignment.experiment_id) == col(Message.experiment_id),
+            col(PaymentMethod.created_at) > col(Assignment.assigned_at),
+            col(PaymentMethod.created_at) <= now,
+        )
+    )
+
+
 def invoice_paid_clause(now: datetime) -> Any:
     """``unless: invoice_paid``, correlated with the outer ``messages`` row: since the customer's
     assignment to the message's experiment an invoice of theirs was paid or a new payment method
@@ -39,16 +54,7 @@ def invoice_paid_clause(now: datetime) -> Any:
             col(Invoice.paid_at) <= now,
         )
     )
-    new_card = exists(
-        select(col(PaymentMethod.id))
-        .join(Assignment, col(Assignment.customer_id) == col(PaymentMethod.customer_id))
-        .where(
-            col(PaymentMethod.customer_id) == col(Message.customer_id),
-            col(Assignment.experiment_id) == col(Message.experiment_id),
-            col(PaymentMethod.created_at) > col(Assignment.assigned_at),
-            col(PaymentMethod.created_at) <= now,
-        )
-    )
+    new_card = card_added_clause(now)
     owed = exists(  # at ``now``: an invoice paid later was still owed then
         select(col(Invoice.id)).where(
             col(Invoice.customer_id) == col(Message.customer_id),

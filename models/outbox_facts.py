@@ -13,10 +13,9 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.engine import Connection
 from sqlmodel import col
 
-from models.billing_facts import invoice_paid_clause
+from models.billing_facts import card_added_clause, invoice_paid_clause
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
 from models.records import (
-    Assignment,
     Experiment,
     ExperimentSnapshot,
     Message,
@@ -142,16 +141,7 @@ def load_experiments(conn: Connection, experiment_ids: Iterable[int]) -> dict[in
 
 def _condition_clauses(now: datetime) -> dict[str, Any]:
     """Per ``unless`` condition, a clause correlated with the outer ``messages`` row."""
-    payment_method_updated = exists(
-        select(col(PaymentMethod.id))
-        .join(Assignment, col(Assignment.customer_id) == col(PaymentMethod.customer_id))
-        .where(
-            col(PaymentMethod.customer_id) == col(Message.customer_id),
-            col(Assignment.experiment_id) == col(Message.experiment_id),
-            col(PaymentMethod.created_at) > col(Assignment.assigned_at),
-            col(PaymentMethod.created_at) <= now,
-        )
-    )
+    payment_method_updated = card_added_clause(now)
     onboarding_completed = exists(
         select(col(ActivityEvent.id)).where(
             col(ActivityEvent.customer_id) == col(Message.customer_id),

@@ -273,12 +273,6 @@ def test_quiet_window_ending_in_the_repeated_hour_defers_into_the_future(
 
 # --- Properties (hypothesis) -----------------------------------------------------------------------
 
-# The session's Prefect API (started by earlier tests) runs background threads that draw from the
-# global ``random``; hypothesis would take that for a strategy using ``random``. These strategies
-# use none.
-not_our_random = pytest.mark.filterwarnings(
-    "ignore:Do not use the `random` module inside strategies"
-)
 
 ZONES = [z for z, _, _ in FALL_BACK] + ["Asia/Tokyo", "Australia/Lord_Howe", "UTC", "Europe", "JST"]
 instants = st.datetimes(
@@ -303,7 +297,6 @@ policies = st.builds(
 )
 
 
-@not_our_random
 @settings(max_examples=400, deadline=None)
 @given(
     channel=st.sampled_from(["email", "sms"]),
@@ -356,7 +349,6 @@ def test_policy_properties(
         assert decision.action == "send"
 
 
-@not_our_random
 @settings(max_examples=200, deadline=None)
 @given(who=recipients, now=instants, limits=policies, met=st.booleans(), stopped=st.booleans())
 def test_control_and_treatment_get_identical_decisions(
