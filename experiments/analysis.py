@@ -4,14 +4,14 @@ For each metric and each non-baseline arm:
 
 1. the fixed-horizon test (:mod:`experiments.stats`: two-proportion z or Welch's t), with Fisher's
    exact test instead of the z-test's p-value when an expected cell count is below 5;
-2. CUPED (:mod:`experiments.cuped`) when enabled and a pre-period covariate is given and removes
+2. CUPED (:mod:`experiments.stats.cuped`) when enabled and a pre-period covariate is given and removes
    at least 1% of the variance: the fixed-horizon numbers then come from Welch's t on the adjusted
    metric (the relative lift stays undefined when the raw baseline is 0), and the unadjusted ones
    are kept under ``cuped``;
-3. the always-valid confidence sequence (:mod:`experiments.sequential`);
-4. the Bayesian posterior (:mod:`experiments.bayes`);
+3. the always-valid confidence sequence (:mod:`experiments.stats.sequential`);
+4. the Bayesian posterior (:mod:`experiments.stats.bayes`);
 5. the headline p-value (sequential or fixed, per ``analysis.method``) adjusted for multiple
-   comparisons (:mod:`experiments.multiple`) within its family: the primary and secondary metrics'
+   comparisons (:mod:`experiments.stats.multiple`) within its family: the primary and secondary metrics'
    comparisons form one family, the guardrails another (a guardrail asks "did we break
    something?" and should neither dilute nor be diluted by the success metrics).
 
@@ -27,12 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from experiments.balance import balance_table
-from experiments.bayes import BayesResult, BetaPrior, NormalPrior, bayes_binary, bayes_continuous
-from experiments.cuped import CupedResult, PairedStats, cuped_adjust
-from experiments.fixed import fisher_exact_test, needs_exact, omnibus_test
 from experiments.metrics import MetricKind, MetricRole
-from experiments.multiple import adjust_by_role
 from experiments.report.models import (
     AnalysisSummary,
     ArmMetricStats,
@@ -50,10 +45,21 @@ from experiments.report.models import (
     SurvivalArm,
     SurvivalReport,
 )
-from experiments.sequential import SequentialSettings, sequential_test
 from experiments.spec import Analysis
 from experiments.stats import ComparisonResult, SampleStats, compare, srm_test, welch_ttest
-from experiments.survival import SurvivalCounts, kaplan_meier, log_rank, rmst_difference
+from experiments.stats.balance import balance_table
+from experiments.stats.bayes import (
+    BayesResult,
+    BetaPrior,
+    NormalPrior,
+    bayes_binary,
+    bayes_continuous,
+)
+from experiments.stats.cuped import CupedResult, PairedStats, cuped_adjust
+from experiments.stats.fixed import fisher_exact_test, needs_exact, omnibus_test
+from experiments.stats.multiple import adjust_by_role
+from experiments.stats.sequential import SequentialSettings, sequential_test
+from experiments.stats.survival import SurvivalCounts, kaplan_meier, log_rank, rmst_difference
 
 Method = Literal["fixed", "sequential"]
 # CUPED replaces the headline numbers only when it removes at least this share of the variance;

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from experiments.metrics import CATALOGUE
-from experiments.power import PLAN_HORIZONS_DAYS, Plan, mde_for_n, plan
 from experiments.spec import ExperimentSpec
+from experiments.stats.power import PLAN_HORIZONS_DAYS, Plan, mde_for_n, plan
 from models.planning import SegmentFacts, segment_facts
 
 

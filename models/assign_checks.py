@@ -6,7 +6,7 @@
   weights, so a flag means the assignment or the data are broken). The holdout arm is left out:
   its share is the programme's, not the experiment's weights.
 * Covariate balance: standardised mean differences of pre-assignment covariates between each arm
-  and the baseline (:func:`experiments.balance.balance_table`, flagged above 0.1), aggregated in
+  and the baseline (:func:`experiments.stats.balance.balance_table`, flagged above 0.1), aggregated in
   SQL (:func:`models.balance_sql.covariate_statistics`).
 """
 
@@ -19,9 +19,9 @@ from datetime import datetime
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Engine
 
-from experiments.balance import balance_table
 from experiments.spec import ExperimentSpec
 from experiments.stats import srm_test
+from experiments.stats.balance import balance_table
 from models.assign_records import AssignmentCheck, AssignmentStratum
 from models.balance_sql import covariate_statistics
 from models.bulk import table

@@ -24,11 +24,11 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from experiments.cuped import PairedStats
 from experiments.metrics import CATALOGUE
 from experiments.spec import Costs
 from experiments.stats import SampleStats
-from experiments.survival import SurvivalCounts
+from experiments.stats.cuped import PairedStats
+from experiments.stats.survival import SurvivalCounts
 from models.aggregate_records import AggregateMark, MetricDay, SurvivalDay
 from models.balance_sql import COVARIATES, covariate_moments
 from models.bulk import insert_ignoring_conflicts, table

@@ -29,10 +29,10 @@ from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import SQLModel
 
-from experiments.cuped import PairedStats
 from experiments.metrics import CATALOGUE
 from experiments.spec import Costs
 from experiments.stats import SampleStats
+from experiments.stats.cuped import PairedStats
 from models.bulk import table
 from models.customer_data import ActivityEvent, Invoice, PaymentMethod, Subscription
 from models.moments import Moments

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from experiments.cuped import PairedStats
 from experiments.stats import SampleStats
+from experiments.stats.cuped import PairedStats
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ fully elapsed by ``as_of``, capped at the horizon:
   ``d < w``;
 - **censored on day w − 1** otherwise: the customer was seen to survive days ``0 .. w - 1``, the
   last one being day ``w - 1``. Under the Kaplan–Meier tie convention of
-  :mod:`experiments.survival` (events before censorings) that keeps them in the risk set of every
+  :mod:`experiments.stats.survival` (events before censorings) that keeps them in the risk set of every
   day they were fully observed, and of no later day. A customer assigned exactly 10 days before
   ``as_of`` is therefore censored on day 9 (at risk on days 0–9), never counted as retained to
   the horizon; a customer who survives the whole horizon is censored on day ``horizon_days - 1``.
@@ -40,7 +40,7 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from experiments.survival import SurvivalCounts
+from experiments.stats.survival import SurvivalCounts
 from models.bulk import table
 from models.customer_data import Subscription
 from models.metric_sql import EPOCH, experiment_rows

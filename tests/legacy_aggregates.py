@@ -18,11 +18,11 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from experiments.cuped import PairedStats
+from experiments.stats.cuped import PairedStats
 from experiments.metrics import CATALOGUE
 from experiments.spec import Costs
 from experiments.stats import SampleStats
-from experiments.survival import SurvivalCounts
+from experiments.stats.survival import SurvivalCounts
 from models.bulk import table
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
 from models.records import Assignment, Message, OfferGrant, Suppression

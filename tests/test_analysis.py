@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput, build_report
-from experiments.cuped import PairedStats
 from experiments.stats import SampleStats
-from experiments.survival import SurvivalCounts
+from experiments.stats.cuped import PairedStats
+from experiments.stats.survival import SurvivalCounts
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 

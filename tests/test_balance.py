@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.balance import BalanceRow, balance_table
 from experiments.stats import SampleStats
+from experiments.stats.balance import BalanceRow, balance_table
 
 
 def from_array(x: np.ndarray) -> SampleStats:

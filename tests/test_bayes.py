@@ -12,8 +12,14 @@ from scipy import integrate, special
 from scipy import stats as sps
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from experiments.bayes import BayesResult, BetaPrior, NormalPrior, bayes_binary, bayes_continuous
 from experiments.stats import SampleStats
+from experiments.stats.bayes import (
+    BayesResult,
+    BetaPrior,
+    NormalPrior,
+    bayes_binary,
+    bayes_continuous,
+)
 
 MC_DRAWS = 1_000_000
 

@@ -10,8 +10,8 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats as sps
 
-from experiments.cuped import CupedResult, PairedStats, cuped_adjust
 from experiments.stats import SampleStats, welch_ttest
+from experiments.stats.cuped import CupedResult, PairedStats, cuped_adjust
 
 
 def paired(x: np.ndarray, y: np.ndarray) -> PairedStats:

@@ -11,14 +11,14 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.oneway import anova_oneway
 
-from experiments.fixed import (
+from experiments.stats import SampleStats, two_proportion_ztest, welch_ttest
+from experiments.stats.fixed import (
     FisherResult,
     OmnibusResult,
     fisher_exact_test,
     needs_exact,
     omnibus_test,
 )
-from experiments.stats import SampleStats, two_proportion_ztest, welch_ttest
 
 
 def binary(successes: int, n: int) -> SampleStats:

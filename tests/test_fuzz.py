@@ -20,16 +20,16 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from experiments.bayes import bayes_binary, bayes_continuous
 from experiments.csvdata import CsvDataError, MetricSpec, read_experiment_csv
-from experiments.cuped import PairedStats, cuped_adjust
-from experiments.fixed import fisher_exact_test, needs_exact, omnibus_test
 from experiments.loader import SpecError, load_spec, parse_spec
-from experiments.multiple import adjust_p_values
-from experiments.power import mde_for_n, plan
-from experiments.sequential import sequential_test
 from experiments.stats import SampleStats, srm_test, two_proportion_ztest, welch_ttest
-from experiments.survival import SurvivalCounts, kaplan_meier, log_rank, rmst_difference
+from experiments.stats.bayes import bayes_binary, bayes_continuous
+from experiments.stats.cuped import PairedStats, cuped_adjust
+from experiments.stats.fixed import fisher_exact_test, needs_exact, omnibus_test
+from experiments.stats.multiple import adjust_p_values
+from experiments.stats.power import mde_for_n, plan
+from experiments.stats.sequential import sequential_test
+from experiments.stats.survival import SurvivalCounts, kaplan_meier, log_rank, rmst_difference
 from messaging.render import template_exists, template_variables
 
 

@@ -13,14 +13,14 @@ import pytest
 from scipy import stats as sps
 from statsmodels.duration.survfunc import survdiff
 
-from experiments.bayes import bayes_binary, bayes_continuous
 from experiments.csvdata import MetricSpec, read_experiment_csv
-from experiments.cuped import PairedStats, cuped_adjust
-from experiments.fixed import omnibus_test
-from experiments.power import mde_for_n, plan, sample_size_per_arm
-from experiments.sequential import sequential_test
 from experiments.stats import SampleStats, two_proportion_ztest, welch_ttest
-from experiments.survival import SurvivalCounts, log_rank
+from experiments.stats.bayes import bayes_binary, bayes_continuous
+from experiments.stats.cuped import PairedStats, cuped_adjust
+from experiments.stats.fixed import omnibus_test
+from experiments.stats.power import mde_for_n, plan, sample_size_per_arm
+from experiments.stats.sequential import sequential_test
+from experiments.stats.survival import SurvivalCounts, log_rank
 from flows.analyze import analyze_csv
 
 Y = MetricSpec("y", "continuous")

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from experiments.multiple import Correction, adjust_by_role, adjust_p_values, family_of
+from experiments.stats.multiple import Correction, adjust_by_role, adjust_p_values, family_of
 
 SM_METHOD = {"holm": "holm", "bh": "fdr_bh"}
 

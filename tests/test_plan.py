@@ -10,9 +10,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from experiments.loader import load_spec
-from experiments.power import sample_size_per_arm
 from experiments.rules import parse_rule
 from experiments.simulation.business import BusinessConfig, generate_business
+from experiments.stats.power import sample_size_per_arm
 from flows.plan import plan_experiment
 from models.customer_data import ActivityEvent
 from models.seed import seed_business

@@ -11,8 +11,8 @@ from scipy import stats as sps
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
-from experiments.power import Plan, mde_for_n, plan, power_at, sample_size_per_arm
 from experiments.stats import SampleStats, two_proportion_ztest, welch_ttest
+from experiments.stats.power import Plan, mde_for_n, plan, power_at, sample_size_per_arm
 
 Z975, Z80 = sps.norm.ppf(0.975), sps.norm.ppf(0.8)
 

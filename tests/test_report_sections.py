@@ -14,13 +14,13 @@ from statsmodels.stats.oneway import anova_oneway
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from experiments.analysis import AnalysisSettings, MetricInput, SurvivalInput
-from experiments.cuped import PairedStats
 from experiments.report import Report, render_html, render_markdown
 from experiments.report.charts import km_chart, share_after
 from experiments.report.models import SurvivalArm
 from experiments.report.render import verdict
 from experiments.stats import SampleStats
-from experiments.survival import SurvivalCounts
+from experiments.stats.cuped import PairedStats
+from experiments.stats.survival import SurvivalCounts
 from tests.test_report import (
     HOSTILE,
     binary,

@@ -17,8 +17,8 @@ from experiments.report.render import render_markdown, significance
 from experiments.report.timeline import cumulative, lift_over_time
 from experiments.report.trust import freshness_check, trust
 from experiments.report.verdict import decide, sample_needed, wait_for
-from experiments.sequential import SequentialSettings, sequential_test
 from experiments.stats import SampleStats
+from experiments.stats.sequential import SequentialSettings, sequential_test
 from tests.test_report import AS_OF, binary, make_report
 
 SEQ = AnalysisSettings(method="sequential", correction="holm")

@@ -12,14 +12,14 @@ import pytest
 from scipy import optimize
 from scipy import stats as sps
 
-from experiments.sequential import (
+from experiments.stats import SampleStats, two_proportion_ztest
+from experiments.stats.sequential import (
     SequentialResult,
     SequentialSettings,
     half_width,
     mixing_parameter,
     sequential_test,
 )
-from experiments.stats import SampleStats, two_proportion_ztest
 
 
 def binary(successes: int, n: int) -> SampleStats:

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as sps
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
-from experiments.survival import (
+from experiments.stats.survival import (
     SurvivalCounts,
     kaplan_meier,
     log_rank,

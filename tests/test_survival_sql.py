@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from experiments.loader import parse_spec
-from experiments.survival import SurvivalCounts, kaplan_meier
+from experiments.stats.survival import SurvivalCounts, kaplan_meier
 from models.customer_data import Subscription
 from models.experiments import assign_customers, register_experiment
 from models.metric_sql import arm_statistics

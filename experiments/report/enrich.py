@@ -24,8 +24,8 @@ from experiments.report.numbers import fmt_mde, is_money
 from experiments.report.timeline import lift_over_time
 from experiments.report.trust import trust
 from experiments.report.verdict import decide, sample_needed
-from experiments.sequential import SequentialSettings
 from experiments.stats import SampleStats
+from experiments.stats.sequential import SequentialSettings
 
 
 @dataclass(frozen=True)

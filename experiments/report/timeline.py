@@ -1,7 +1,7 @@
 """The primary metric's lift over time: the always-valid CI as it read on each day since the first
 assignment, from per-day sufficient statistics (cumulated here), narrowing as customers are counted.
 
-The confidence sequence (:mod:`experiments.sequential`) holds at every look at once, so the whole
+The confidence sequence (:mod:`experiments.stats.sequential`) holds at every look at once, so the whole
 path can be read, not just its last point. The daily points use the plain metric (no CUPED), so
 the last point can be a little wider than the headline's interval when CUPED applies.
 """
@@ -13,8 +13,8 @@ from datetime import datetime
 
 from experiments.metrics import MetricKind
 from experiments.report.models import LiftOverTime, LiftPoint, LiftSeriesArm
-from experiments.sequential import METHOD, SequentialSettings, sequential_test
 from experiments.stats import SampleStats
+from experiments.stats.sequential import METHOD, SequentialSettings, sequential_test
 
 
 def cumulative(daily: Mapping[int, SampleStats], days: list[int]) -> list[SampleStats]:

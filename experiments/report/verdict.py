@@ -2,7 +2,7 @@
 for how long), or hold, in one plain sentence with what the result is worth.
 
 Everything here reads significance by the headline method (:mod:`experiments.report.direction`).
-The wait is the fixed-horizon sample size for the planned MDE (:func:`experiments.power.
+The wait is the fixed-horizon sample size for the planned MDE (:func:`experiments.stats.power.
 sample_size_per_arm`, Bonferroni over the treatment arms); with a sequential headline the
 always-valid interval needs somewhat more, which the sentence does not hide.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from experiments.power import sample_size_per_arm
 from experiments.report.direction import (
     best_arm,
     guardrail_warnings,
@@ -29,6 +28,7 @@ from experiments.report.numbers import (
     lift_parts,
     round_sig,
 )
+from experiments.stats.power import sample_size_per_arm
 
 DAYS_PER_MONTH = 30.4
 MONEY_METRICS = ("net_revenue_90d", "revenue_90d")

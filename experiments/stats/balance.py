@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from experiments.stats import SampleStats
+from experiments.stats.frequentist import SampleStats
 
 
 @dataclass(frozen=True)

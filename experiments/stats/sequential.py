@@ -56,7 +56,7 @@ import math
 from dataclasses import dataclass
 
 from experiments.metrics import MetricKind
-from experiments.stats import (
+from experiments.stats.frequentist import (
     ComparisonStatus,
     SampleStats,
     _check_alpha,

@@ -59,7 +59,7 @@ import numpy as np
 from scipy import integrate, optimize, special
 from scipy import stats as sps
 
-from experiments.stats import SampleStats, _check_alpha, _check_binary
+from experiments.stats.frequentist import SampleStats, _check_alpha, _check_binary
 
 BayesStatus = Literal["ok", "prior_only", "n_too_small", "zero_variance"]
 

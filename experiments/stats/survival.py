@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 from scipy import stats as sps
 
-from experiments.stats import _check_alpha, _finite, _interval
+from experiments.stats.frequentist import _check_alpha, _finite, _interval
 
 LogRankStatus = Literal["ok", "no_events", "reduced_df", "no_information"]
 RmstStatus = Literal["ok", "horizon_beyond_follow_up", "zero_variance"]

@@ -51,7 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from experiments.stats import SampleStats
+from experiments.stats.frequentist import SampleStats
 
 CupedStatus = Literal[
     "ok", "n_too_small", "no_covariate_variance", "zero_outcome_variance", "out_of_range"

@@ -24,7 +24,7 @@ from typing import Literal
 
 from scipy import stats as sps
 
-from experiments.stats import SampleStats
+from experiments.stats.frequentist import SampleStats
 
 OmnibusStatus = Literal["ok", "n_too_small", "zero_variance", "out_of_range"]
 
