@@ -131,11 +131,20 @@ class Offer(StrictModel):
         return self
 
 
+ArmStatus = Literal["running", "stopped"]
+
+
 class Arm(StrictModel):
     name: str = Field(pattern=SLUG)
     weight: float = Field(default=1.0, description="relative share of customers; positive")
     steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
     offer: Offer | None = None
+    status: ArmStatus | None = Field(
+        default=None,
+        description="a person's override of auto-stop: stopped (no new customer, no further "
+        "message) or running (resumes an automatically stopped arm and keeps auto-stop off it); "
+        "absent: the arm follows auto-stop's recorded decisions",
+    )
 
     @field_validator("weight", mode="before")
     @classmethod
@@ -353,6 +362,37 @@ class MessagingSettings(StrictModel):
         return time.fromisoformat(start), time.fromisoformat(end)
 
 
+class AutoStop(StrictModel):
+    """When the evaluate flow stops an arm by itself, judged by the always-valid (sequential) test
+    whatever ``analysis.method`` is, so that looking at every evaluation is safe.
+
+    Harm is acted on by default (a guardrail that moves significantly the wrong way stops that arm
+    at once, as GrowthBook's safe rollouts roll back); a winner is a product decision, so stopping
+    the other arms for it is opted into with ``on_winner``. See :mod:`experiments.autostop`."""
+
+    enabled: bool = Field(default=True, description="false: no new automatic decision")
+    on_guardrail_harm: bool = Field(
+        default=True, description="stop an arm at once when a guardrail shows significant harm"
+    )
+    on_winner: bool = Field(
+        default=False,
+        description="when the primary metric's boundary is crossed: an arm that beats the "
+        "baseline is kept and every other arm stopped; an arm worse than the baseline is stopped",
+    )
+    min_days: int = Field(
+        default=7,
+        ge=0,
+        le=MAX_DURATION.days,
+        description="days since the first assignment before a winner stop (one weekly cycle)",
+    )
+    min_n_per_arm: int = Field(
+        default=150,
+        ge=2,
+        le=MAX_COUNT,
+        description="customers counted in both the arm and the baseline before any stop",
+    )
+
+
 DEFAULT_ENROL_CRON = "0 9 * * *"
 DEFAULT_DISPATCH_CRON = "*/15 * * * *"
 DEFAULT_EVALUATE_CRON = "0 6 * * *"
@@ -415,6 +455,7 @@ class ExperimentSpec(StrictModel):
         description="running: scheduled; paused or stopped: deployments keep no active schedule",
     )
     schedule: Schedule = Field(default_factory=Schedule)
+    auto_stop: AutoStop = Field(default_factory=AutoStop)
 
     @model_validator(mode="after")
     def _arms_consistent(self) -> ExperimentSpec:
@@ -435,6 +476,12 @@ class ExperimentSpec(StrictModel):
                 arm_block([(arm.name, arm.weight) for arm in self.arms])
             except ValueError as error:
                 raise ValueError(f"assignment.stratify_by: {error}") from None
+        if all(arm.status == "stopped" for arm in self.arms):
+            raise FieldProblem(
+                ("arms", len(self.arms) - 1, "status"),
+                "every arm is stopped; to stop the whole experiment set status: stopped at the "
+                "top level, else keep at least one arm running",
+            )
         if self.analysis.baseline is not None and self.analysis.baseline not in names:
             raise FieldProblem(
                 ("analysis", "baseline"),

@@ -193,7 +193,8 @@ def evaluate_experiment(
     as_of: datetime | None = None,
     planted: dict[str, float] | None = None,
 ) -> Report:
-    """Aggregate the experiment's metrics per arm in SQL, test them and write the report.
+    """Aggregate the experiment's metrics per arm in SQL, test them, take the auto-stop decisions
+    they call for (:mod:`models.arm_decisions`) and write the report.
 
     The spec is the snapshot stored when the experiment ran. ``planted`` maps ``"metric/arm"`` to a
     known true effect (the demo's); it is shown next to the estimates."""
@@ -201,5 +202,9 @@ def evaluate_experiment(
     truths = {(k.partition("/")[0], k.partition("/")[2]): v for k, v in (planted or {}).items()}
     report = evaluate_and_write(loaded, experiment_id, as_of or now_utc(), out_dir, truths or None)
     publish_artifacts(report, out_dir)
-    get_run_logger().info("%s: report written to %s", key, out_dir)
+    logger = get_run_logger()
+    for stop in report.trust.auto_stops if report.trust is not None else []:
+        if stop.in_effect:  # decided by this or an earlier evaluation (arm_decisions)
+            logger.warning("%s: arm %s is auto-stopped: %s", key, stop.arm, stop.reason)
+    logger.info("%s: report written to %s", key, out_dir)
     return report

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Connection
 
+from experiments.autostop import stopped_arms
 from experiments.loader import SpecError, parse_spec
 from experiments.spec import ExperimentSpec
 from messaging.channels import OutgoingMessage, body_digest
@@ -79,6 +80,8 @@ class ExperimentPolicy:
     spec: ExperimentSpec | None
     settings: PolicySettings | None
     problem: str | None
+    stopped_arms: frozenset[str] = frozenset()
+    """Arms stopped now (the YAML's ``status`` over recorded auto-stops)."""
 
 
 def settings_from_spec(spec: ExperimentSpec) -> PolicySettings:
@@ -115,7 +118,10 @@ class Experiments:
             settings = self.settings_for(facts.id)
         elif spec is not None:
             settings = settings_from_spec(spec)
-        result = ExperimentPolicy(facts, spec, settings, problem if settings is None else None)
+        stopped = stopped_arms(spec, facts.auto_stopped) if spec else facts.auto_stopped
+        result = ExperimentPolicy(
+            facts, spec, settings, problem if settings is None else None, stopped
+        )
         self.cache[facts.id] = result
         return result
 
@@ -217,6 +223,7 @@ class BatchDecisions:
             condition_met,
             fallback=fallback[0] if fallback else None,
             stopped=experiment.facts.status == "stopped",
+            arm_stopped=message.arm in experiment.stopped_arms,
         )
         if decision.action == "skip":
             self.outcome(message, "skipped", decision.reason or "skipped")

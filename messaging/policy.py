@@ -5,7 +5,9 @@ recorded as "would have sent" instead of being sent (intent-to-treat).
 
 Rules, in order (the first that applies wins):
 
-1. the experiment is stopped                       -> skip ``experiment_stopped``
+1. the experiment is stopped                       -> skip ``experiment_stopped``;
+   the message's arm is stopped (auto-stop or the arm's ``status`` in the YAML)
+                                                   -> skip ``arm_stopped``
 2. the channel cannot reach the customer:
    no address (``no_address``), an address that does not parse (``invalid_email``,
    ``invalid_phone``), no consent (``no_consent``), suppressed (``suppressed``)
@@ -159,16 +161,20 @@ def decide(
     *,
     fallback: str | None = None,
     stopped: bool = False,
+    arm_stopped: bool = False,
 ) -> Decision:
     """Whether to send, skip or defer a due message (rules in the module docstring).
 
     ``now`` must be timezone-aware. ``sent_in_cap_window`` counts this customer's sends within
     the cap period: per channel as a mapping, or an int for ``channel`` alone. ``fallback`` is
-    the step's fallback channel (e.g. email for an SMS step). ``stopped``: the experiment is."""
+    the step's fallback channel (e.g. email for an SMS step). ``stopped``: the experiment is;
+    ``arm_stopped``: the message's arm is."""
     if now.tzinfo is None:
         raise ValueError("decide() needs a timezone-aware 'now' (UTC)")
     if stopped:
         return Decision("skip", "experiment_stopped")
+    if arm_stopped:
+        return Decision("skip", "arm_stopped")
     address, why = _reach(channel, recipient)
     used, note = channel, None
     if address is None:

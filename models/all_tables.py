@@ -2,6 +2,7 @@
 Alembic's environment and the drift test read it from here. A new table module is added here."""
 
 import models.aggregate_records
+import models.arm_decisions
 import models.assign_records
 import models.customer_data
 import models.delivery

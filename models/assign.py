@@ -12,8 +12,9 @@ Exclusion reasons, first match wins: ``in_other_experiment`` (when the segment e
 of other experiments), ``in_other_layer_experiment`` / ``outside_layer_share`` (the customer's
 position in the layer hash is not in this experiment's range), ``no_consent`` (neither email nor
 SMS may reach them: address, consent and no suppression), ``holdout`` (in the global holdout: the
-customer gets the ``holdout`` arm, which is never messaged). Stratified experiments get their arm
-by position in their stratum (see :mod:`experiments.assignment`).
+customer gets the ``holdout`` arm, which is never messaged), then, once arms are given,
+``arm_stopped`` (the arm their hash gives is stopped: :mod:`experiments.autostop`). Stratified
+experiments get their arm by position in their stratum (see :mod:`experiments.assignment`).
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ from experiments.assignment import (
     bucket_ranges,
     hash_bucket,
 )
+from experiments.autostop import ARM_STOPPED
 from experiments.holdout import HoldoutSettings
 from experiments.rules import FIELDS, parse_rule, rule_fields
 from experiments.spec import ExperimentSpec
+from models.arm_decisions import stopped_now
 from models.assign_records import AssignmentExclusion, AssignmentStratum, LayerAllocation
 from models.bulk import table
 from models.customer_data import Customer
@@ -98,10 +101,12 @@ def assign_segment(
         candidates = _candidates_table(connection)
         _select_members(connection, candidates, experiment_id, spec, as_of, bucket)
         _exclude(connection, candidates, experiment_id, spec, own_range, holdout, bucket)
+        stopped = stopped_now(connection, experiment_id, spec)
         if spec.assignment.stratify_by:
-            _stratified_arms(connection, candidates, experiment_id, spec, bucket)
+            _stratified_arms(connection, candidates, experiment_id, spec, bucket, stopped)
         else:
             _hashed_arms(connection, candidates, spec)
+        _not_into_stopped_arms(connection, candidates, stopped)
         _write(connection, candidates, experiment_id, spec, now)
         rows = connection.execute(
             select(candidates.c.arm, candidates.c.reason, func.count()).group_by(
@@ -338,15 +343,42 @@ def _hashed_arms(connection: Connection, candidates: Table, spec: ExperimentSpec
     connection.execute(update(candidates).where(c.reason.is_(None)).values(arm=arm))
 
 
+def _not_into_stopped_arms(
+    connection: Connection, candidates: Table, stopped: frozenset[str]
+) -> None:
+    """Customers whose arm is stopped are not enrolled (an exclusion ``arm_stopped``); everyone
+    keeps the arm their hash gives, so nobody else moves."""
+    if stopped:
+        c = candidates.c
+        connection.execute(
+            update(candidates)
+            .where(c.reason.is_(None), c.arm.in_(sorted(stopped)))
+            .values(reason=ARM_STOPPED, arm=None)
+        )
+
+
 def _stratified_arms(
     connection: Connection,
     candidates: Table,
     experiment_id: int,
     spec: ExperimentSpec,
     bucket: Any,
+    stopped: frozenset[str] = frozenset(),
 ) -> None:
     """Positions continue each stratum's count; the arm is the slot's in the rotated block."""
     c = candidates.c
+    if stopped:
+        # A position is drawn afresh each run: one who drew a stopped arm stays out while arms
+        # are stopped, rather than drawing again.
+        x = table(AssignmentExclusion)
+        before = exists().where(
+            x.c.experiment_id == experiment_id,
+            x.c.customer_id == c.customer_id,
+            x.c.reason == ARM_STOPPED,
+        )
+        connection.execute(
+            update(candidates).where(c.reason.is_(None), before).values(reason=ARM_STOPPED)
+        )
     strata = table(AssignmentStratum)
     prior = (
         select(strata.c.stratum, func.count(strata.c.position).label("n"))

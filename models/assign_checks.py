@@ -1,7 +1,8 @@
 """Checks after every assignment run, stored in ``assignment_checks`` for the report.
 
 * Sample-ratio mismatch of the arms' counts against their weights (Pearson chi-square,
-  :func:`experiments.stats.srm_test`, flagged at p < 0.001), overall and, for a stratified
+  :func:`experiments.stats.srm_test`, flagged at p < 0.001; among the arms still enrolling once
+  one is stopped, :mod:`experiments.autostop`), overall and, for a stratified
   experiment, within every stratum (where permuted blocks keep the counts within one block of the
   weights, so a flag means the assignment or the data are broken). The holdout arm is left out:
   its share is the programme's, not the experiment's weights.
@@ -20,8 +21,9 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Engine
 
 from experiments.spec import ExperimentSpec
-from experiments.stats import srm_test
+from experiments.stats import SrmResult, srm_test
 from experiments.stats.balance import balance_table
+from models.arm_decisions import stopped_now
 from models.assign_records import AssignmentCheck, AssignmentStratum
 from models.balance_sql import covariate_statistics
 from models.bulk import table
@@ -44,13 +46,21 @@ def run_checks(
 ) -> CheckSummary:
     """Run and store the checks of the experiment's current assignments."""
     arms = [arm.name for arm in spec.arms]
-    weights = [arm.weight for arm in spec.arms]
     a, s = table(Assignment), table(AssignmentStratum)
     rows: list[dict[str, object]] = []
+    with engine.connect() as connection:
+        stopped = stopped_now(connection, experiment_id, spec)
+    # A stopped arm enrols nobody, by design: the ratio is checked among the arms still enrolling.
+    enrolling = [arm for arm in spec.arms if arm.name not in stopped]
 
     def srm_row(check: str, scope: str, counts: dict[str, int]) -> bool:
-        result = srm_test([counts.get(arm, 0) for arm in arms], weights, SRM_THRESHOLD)
-        detail = {"counts": counts, "expected": dict(zip(arms, result.expected, strict=True))}
+        names = [arm.name for arm in enrolling]
+        observed = [counts.get(name, 0) for name in names]
+        if len(enrolling) >= 2:
+            result = srm_test(observed, [arm.weight for arm in enrolling], SRM_THRESHOLD)
+        else:
+            result = SrmResult(0.0, 0, 1.0, True, tuple(float(n) for n in observed))
+        detail = {"counts": counts, "expected": dict(zip(names, result.expected, strict=True))}
         rows.append(
             {
                 "check": check,

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement
 
 from experiments.spec import ExperimentSpec
+from models.arm_decisions import stopped_now
 from models.bulk import table
 from models.customer_data import Customer
 from models.records import Assignment, Message
@@ -26,13 +27,15 @@ def schedule_messages_sql(
     """Outbox rows for every step of every assigned customer's arm, with ``INSERT ... SELECT``;
     returns rows added. The idempotency key ``<experiment>:<customer>:<arm>:<step>`` makes
     re-scheduling a no-op. Arms without steps get ``shadow`` rows at the other arms' touch points
-    (intent-to-treat, never sent); the global holdout is not an arm of the spec, so it gets none."""
+    (intent-to-treat, never sent); the global holdout is not an arm of the spec, so it gets none,
+    and neither does a stopped arm (:mod:`experiments.autostop`)."""
     messages, assignments, customers = table(Message), table(Assignment), table(Customer)
     mine = select(func.count()).where(messages.c.experiment_id == experiment_id)
     with engine.begin() as connection:
         before = connection.execute(mine).scalar_one()
         shadow_steps = spec.shadow_steps()
-        for arm in spec.arms:
+        stopped = stopped_now(connection, experiment_id, spec)
+        for arm in (arm for arm in spec.arms if arm.name not in stopped):
             # An arm without steps (a control) gets shadow rows at the other arms' touch points:
             # the policy decides them like real messages, and they are never sent.
             shadow = not arm.steps

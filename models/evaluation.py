@@ -17,6 +17,7 @@ from experiments.report.enrich import enrich
 from experiments.report.models import Report
 from experiments.spec import ExperimentSpec
 from experiments.stats import SampleStats
+from models.arm_decisions import auto_stop
 from models.daily_aggregates import covariate_statistics, metric_statistics, survival_statistics
 from models.records import Result
 from models.report_data import report_context
@@ -89,6 +90,8 @@ def evaluate(
             ).items()
         },
     )
+    # Auto-stop reads the statistics and records its decisions before the report shows them.
+    report, _ = auto_stop(engine, experiment_id, spec, report, as_of, computed_at)
     report = enrich(report, report_context(engine, experiment_id, spec, report, as_of))
     with Session(engine) as session:
         session.add(

@@ -1,6 +1,6 @@
 """What a batch of outbox messages needs to be decided, in a handful of queries: the customers
 (contact data, consent, suppressions, plan, card), the experiments with their *current* spec
-snapshot, and which ``unless`` conditions hold."""
+snapshot and the arms auto-stop stopped, and which ``unless`` conditions hold."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.engine import Connection
 from sqlmodel import col
 
+from models.arm_decisions import recorded_stops
 from models.billing_facts import card_added_clause, invoice_paid_clause
 from models.customer_data import ActivityEvent, Customer, PaymentMethod, Subscription
 from models.records import (
@@ -56,6 +57,8 @@ class ExperimentFacts:
     status: str
     spec_yaml: str | None
     """The YAML of the experiment's current snapshot (the one its ``spec_hash`` names)."""
+    auto_stopped: frozenset[str] = frozenset()
+    """Arms with a recorded automatic stop (the YAML's arm ``status`` can override it)."""
 
 
 def load_customers(conn: Connection, customer_ids: Iterable[int]) -> dict[int, CustomerFacts]:
@@ -133,8 +136,9 @@ def load_experiments(conn: Connection, experiment_ids: Iterable[int]) -> dict[in
         )
         .where(col(Experiment.id).in_(ids))
     )
+    stops = recorded_stops(conn, ids)
     return {
-        eid: ExperimentFacts(eid, key, status, yaml)
+        eid: ExperimentFacts(eid, key, status, yaml, frozenset(stops[eid]))
         for eid, key, status, yaml in conn.execute(query).all()
     }
 

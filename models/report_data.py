@@ -13,6 +13,7 @@ from experiments.report.enrich import ReportContext, funnel_metric
 from experiments.report.models import Report
 from experiments.rules import parse_rule
 from experiments.spec import ExperimentSpec
+from models.arm_decisions import report_stops
 from models.bulk import table
 from models.customer_data import Customer
 from models.funnel import funnel_counts, sent_statistics
@@ -95,6 +96,7 @@ def report_context(
         started_at=started,
         funnel=funnel,
         sent_stats=sent,
+        auto_stops=report_stops(engine, experiment_id, spec),
     )
 
 

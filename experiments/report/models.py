@@ -213,12 +213,25 @@ class StratumSrm(_Model):
 
 
 class AutoStopDecision(_Model):
-    """An automatic stop of an arm or of the experiment, as recorded by the scheduler."""
+    """An automatic stop of an arm or of the experiment, as the evaluation recorded it, with the
+    always-valid comparison it was taken on (``compared_arm`` against ``baseline`` on ``metric``;
+    for a winner stop, the winner's). ``kind``: ``guardrail_harm``, ``primary_harm`` or
+    ``winner``; ``in_effect`` is false once a person resumed the arm in the YAML."""
 
     decided_at: str
     arm: str | None
     action: str
     reason: str
+    kind: str | None = None
+    metric: str | None = None
+    compared_arm: str | None = None
+    baseline: str | None = None
+    abs_lift: float | None = None
+    ci: Interval | None = None
+    p_value: float | None = None
+    method: str | None = None
+    as_of: str | None = None
+    in_effect: bool = True
 
 
 class Trust(_Model):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
+from experiments.metrics import CATALOGUE
 from experiments.report.direction import primary_metric
 from experiments.report.models import (
     AutoStopDecision,
@@ -16,7 +17,7 @@ from experiments.report.models import (
     Trust,
     TrustCheck,
 )
-from experiments.report.numbers import fmt_count
+from experiments.report.numbers import fmt_count, lift_parts
 
 SRM_RED = 0.001  # the report's SRM threshold (``srm.ok``)
 SRM_AMBER = 0.01
@@ -221,11 +222,20 @@ def auto_stop_check(stops: Sequence[AutoStopDecision]) -> TrustCheck:
         )
     last = stops[-1]
     who = last.arm or "the experiment"
+    numbers = ""
+    if last.abs_lift is not None and last.metric is not None:
+        kind = CATALOGUE[last.metric].kind if last.metric in CATALOGUE else "continuous"
+        lift, ci = lift_parts(last.abs_lift, last.ci, kind)
+        interval = f", always-valid CI {ci}" if ci else ""
+        numbers = f": {lift}{interval}, {_p(last.p_value)}"
+    resumed = sum(1 for s in stops if not s.in_effect)
+    overridden = f", {resumed} resumed in the experiment file" if resumed else ""
     return TrustCheck(
         check="auto_stop",
         status="amber",
         title=title,
-        detail=f"{len(stops)} recorded; latest: {last.action} {who} ({last.reason}).",
+        detail=f"{len(stops)} recorded{overridden}; latest: {last.action} {who} "
+        f"({last.reason}{numbers}).",
     )
 
 
