@@ -12,11 +12,12 @@ from models.customer_data import Customer, PaymentMethod, Subscription
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
-def add_customers(engine: Engine, count: int, *, card_days: int = 20) -> list[int]:
-    """``count`` active customers with consent, each with a card expiring in ``card_days`` days."""
+def add_customers(engine: Engine, count: int, *, card_days: int = 20, start: int = 0) -> list[int]:
+    """``count`` active customers with consent, each with a card expiring in ``card_days`` days
+    (after T0); numbered from ``start`` (``cus_000000``, ...)."""
     ids = []
     with Session(engine) as session:
-        for i in range(count):
+        for i in range(start, start + count):
             customer = Customer(
                 external_id=f"cus_{i:06d}",
                 name=f"Customer {i}",
