@@ -51,7 +51,8 @@ class AssignmentExclusion(SQLModel, table=True):
     them), ``in_other_layer_experiment`` (their layer position belongs to another experiment of the
     layer), ``outside_layer_share`` (their layer position is in no experiment's range yet),
     ``no_consent`` (no channel may reach them), ``holdout`` (in the global holdout: assigned to
-    the ``holdout`` arm, never messaged). The first decision is kept; a customer excluded once and
+    the ``holdout`` arm, never messaged), ``arm_stopped`` (the arm their hash gives is stopped:
+    :mod:`experiments.autostop`). The first decision is kept; a customer excluded once and
     assigned later keeps no row.
     """
 

@@ -102,7 +102,12 @@ def test_a_winner_stops_the_other_arms_and_the_yaml_resumes_one(
     assert stop["abs_lift"] > 0.3 and stop["ci"][0] > 0 and stop["p_value"] < 0.05
     assert stop["method"] == "sequential (always-valid), holm correction"
     badge = next(c for c in trust["checks"] if c["check"] == "auto_stop")
-    assert badge["status"] == "amber" and "email_sms beats control" in badge["detail"]
+    assert badge["status"] == "amber"
+    assert (
+        "latest: stopped control, email (email_sms beats control on card_updated_14d: +"
+        in (badge["detail"])
+    )
+    assert "always-valid CI" in badge["detail"] and "p < 0.001" in badge["detail"]
     html = (out / "report.html").read_text()
     assert "Automatic stops" in html and "email_sms beats control on card_updated_14d" in html
 

@@ -221,7 +221,9 @@ def auto_stop_check(stops: Sequence[AutoStopDecision]) -> TrustCheck:
             detail="no automatic stop decision recorded.",
         )
     last = stops[-1]
-    who = last.arm or "the experiment"
+    # One decision stops several arms at once (a winner keeps itself and stops the others).
+    together = [s.arm for s in stops if (s.decided_at, s.reason) == (last.decided_at, last.reason)]
+    who = ", ".join(a for a in together if a) or "the experiment"
     numbers = ""
     if last.abs_lift is not None and last.metric is not None:
         kind = CATALOGUE[last.metric].kind if last.metric in CATALOGUE else "continuous"
