@@ -242,3 +242,25 @@ def test_aa_data_stops_nothing(engine: Engine) -> None:
     assert decisions(engine) == []
     badge = next(c for c in report.trust.checks if c.check == "auto_stop")
     assert badge.status == "green"
+
+
+def test_stratified_draws_of_a_stopped_arm_stay_out_until_it_resumes(engine: Engine) -> None:
+    from models.assign import assign_segment
+    from tests.test_assign_sql import add_customers as add_planned
+    from tests.test_assign_sql import register, spec_text
+
+    text = spec_text(assignment="{salt: s9, stratify_by: [subscription.plan]}")
+    stopped = text.replace("  - name: email\n", "  - name: email\n    status: stopped\n")
+    add_planned(engine, 0, 90)
+    eid, spec = register(engine, stopped)
+    first = assign_segment(engine, eid, spec, T0, T0)
+    out = first.excluded["arm_stopped"]
+    assert first.by_arm["email"] == 0 and out > 0 and first.new == 90 - out
+    # A position is drawn afresh each run, so without care they would draw again: they do not.
+    again = assign_segment(engine, eid, spec, T0, T0 + timedelta(days=1))
+    assert again.new == 0 and again.excluded == {"arm_stopped": out}
+    eid, resumed = register(
+        engine, text.replace("  - name: email\n", "  - name: email\n    status: running\n")
+    )
+    back = assign_segment(engine, eid, resumed, T0, T0 + timedelta(days=2))
+    assert back.new == out and back.excluded == {} and exclusions(engine, "arm_stopped") == set()
