@@ -18,7 +18,6 @@ from experiments.assignment import HOLDOUT_ARM
 from experiments.holdout import HoldoutSettings
 from experiments.loader import parse_spec
 from experiments.report.holdout import programme
-from experiments.report.timeline import sample_of
 from experiments.stats import SampleStats
 from experiments.stats.sequential import SequentialSettings, sequential_test
 from models.assign import assign_segment
@@ -80,7 +79,9 @@ def test_lift_over_time_comes_from_the_stored_daily_aggregates(engine: Engine) -
     points = timeline.arms[0].points
     assert [p.day for p in points] == [15, 16]  # day 16: the stored cohort 1 and the tail
     everyone = recount(values, set(values))
-    last = sequential_test("binary", everyone["email"], everyone["control"], SequentialSettings(200))
+    last = sequential_test(
+        "binary", everyone["email"], everyone["control"], SequentialSettings(200)
+    )
     assert (points[-1].n, points[-1].n_baseline) == (everyone["email"].n, everyone["control"].n)
     assert points[-1].abs_lift == pytest.approx(last.abs_lift, abs=1e-9)
     assert points[-1].ci == pytest.approx(last.abs_ci, abs=1e-9)

@@ -208,7 +208,9 @@ def test_trust_badges_cover_every_check_with_one_line_each() -> None:
     assert within.detail.startswith("1 of 2 strata do not match the planned split: plan=pro")
     assert "control 500, email 700, p < 0.001" in within.detail and "plan=team" not in within.detail
     assert [c.check for c in result.checks].count("srm_stratum") == 1
-    calm = trust(report, as_of=AS_OF, assigned=2_300, mde_text=None, n_needed=None, strata=strata[:1])
+    calm = trust(
+        report, as_of=AS_OF, assigned=2_300, mde_text=None, n_needed=None, strata=strata[:1]
+    )
     calm_badge = next(c for c in calm.checks if c.check == "srm_stratum")
     assert calm_badge.status == "green" and calm_badge.detail == (
         "all 1 strata match the planned split (smallest p = 0.900)."

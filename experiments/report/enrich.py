@@ -11,6 +11,7 @@ from importlib import metadata
 
 from experiments.metrics import CATALOGUE
 from experiments.report.direction import primary_metric
+from experiments.report.holdout import holdout_comparison
 from experiments.report.models import (
     AutoStopDecision,
     Funnel,
@@ -21,7 +22,6 @@ from experiments.report.models import (
     StratumSrm,
 )
 from experiments.report.numbers import fmt_mde, is_money
-from experiments.report.holdout import holdout_comparison
 from experiments.report.timeline import CumulativePoint, lift_over_time, sample_of, with_latest
 from experiments.report.trust import trust
 from experiments.report.verdict import decide, sample_needed

@@ -20,6 +20,7 @@ from typing import Literal
 
 from experiments.metrics import CATALOGUE
 from experiments.report.models import ArmMetricStats, HoldoutComparison, HoldoutMetric, Report
+from experiments.report.numbers import is_money
 from experiments.report.timeline import EMPTY, sample_of
 from experiments.stats import SampleStats, compare
 from experiments.stats.sequential import SequentialSettings, sequential_test
@@ -89,19 +90,22 @@ def holdout_comparison(
 def programme(reports: Iterable[Report], tuning_n: int = 5_000) -> HoldoutComparison | None:
     """Every experiment's treated and holdout customers pooled per metric (in the metrics'
     first-seen order) and compared with the always-valid test; ``None`` when no report has a
-    holdout comparison."""
+    holdout comparison. Amounts of money are pooled only when every report is in one currency."""
+    with_holdout = [r for r in reports if r.holdout is not None]
+    one_currency = len({r.currency for r in with_holdout}) <= 1
     pooled: dict[str, tuple[SampleStats, SampleStats]] = {}
     arms: list[str] = []
     keys: list[str] = []
     alpha = 0.05
-    for report in reports:
+    for report in with_holdout:
         h = report.holdout
-        if h is None:
-            continue
+        assert h is not None
         keys.append(report.experiment)
         alpha = h.alpha
         arms += [f"{report.experiment}:{arm}" for arm in h.treated_arms]
         for m in h.metrics:
+            if is_money(m.name) and not one_currency:
+                continue
             t, b = pooled.get(m.name, (EMPTY, EMPTY))
             pooled[m.name] = (t.plus(sample_of(m.treated)), b.plus(sample_of(m.holdout)))
     if not keys:

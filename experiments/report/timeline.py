@@ -63,7 +63,9 @@ def lift_over_time(
             t, b = stats.get(arm, EMPTY), stats.get(baseline, EMPTY)
             result = sequential_test(kind, t, b, settings)
             out.append(
-                LiftPoint(day=day, n=t.n, n_baseline=b.n, abs_lift=result.abs_lift, ci=result.abs_ci)
+                LiftPoint(
+                    day=day, n=t.n, n_baseline=b.n, abs_lift=result.abs_lift, ci=result.abs_ci
+                )
             )
         series.append(LiftSeriesArm(arm=arm, points=out))
     return LiftOverTime(

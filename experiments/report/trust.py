@@ -261,7 +261,9 @@ def freshness_check(
     business, a seed or the database filled by other means): said so, with its newest customer."""
     title = "Data freshness"
     if last_import_at is None:
-        newest = "" if newest_customer is None else f" (newest customer created {_day(newest_customer)})"
+        newest = (
+            "" if newest_customer is None else f" (newest customer created {_day(newest_customer)})"
+        )
         return TrustCheck(
             check="freshness",
             status="amber",
