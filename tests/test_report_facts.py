@@ -18,6 +18,9 @@ from experiments.assignment import HOLDOUT_ARM
 from experiments.holdout import HoldoutSettings
 from experiments.loader import parse_spec
 from experiments.report.holdout import programme
+from experiments.report.index import IndexEntry, render_index
+from experiments.report.numbers import fmt_lift_text
+from experiments.report.render import render_markdown
 from experiments.stats import SampleStats
 from experiments.stats.sequential import SequentialSettings, sequential_test
 from models.assign import assign_segment
@@ -184,6 +187,15 @@ def test_holdout_is_compared_with_every_treated_customer(engine: Engine) -> None
     assert (both.treated.n, both.holdout.n) == (2 * card.treated.n, 2 * card.holdout.n)
     assert both.abs_lift == pytest.approx(card.abs_lift, abs=1e-12)
     assert programme([]) is None
+    # Both renderings show it: the report's section and the index's programme table.
+    text = render_markdown(report)
+    lift = fmt_lift_text(card.abs_lift, card.ci, "binary")
+    assert "## Programme effect: treated vs global holdout" in text
+    assert f"| {METRIC} | {100 * card.treated.mean:.1f}% (n {card.treated.n}) |" in text
+    assert lift in text and "Sample ratio per stratum (last assignment run, " in text
+    page = render_index([IndexEntry("holdout-check", "running", "h")], "now", pooled, "EUR")
+    assert 'id="programme"' in page and "2 experiments with a global holdout" in page
+    assert fmt_lift_text(both.abs_lift, both.ci, "binary") in page
     # Per-stratum sample ratio: the last assignment run's checks, one per plan.
     assert report.trust is not None
     assert sorted(s.stratum for s in report.trust.srm_strata) == [
