@@ -208,7 +208,8 @@ def report_context(
     yaml_text, spec_hash = spec_as_run(engine, experiment_id)
     return ReportContext(
         as_of=as_of,
-        assigned={arm: counts.assigned for arm, counts in funnel.items()},
+        # The spec's arms only: the global holdout's customers are never counted in its metrics.
+        assigned={arm.name: funnel[arm.name].assigned for arm in spec.arms if arm.name in funnel},
         currency=currency_of(engine, experiment_id),
         mde=spec.analysis.mde,
         power=spec.analysis.power,

@@ -179,6 +179,8 @@ def test_holdout_is_compared_with_every_treated_customer(engine: Engine) -> None
     assert card.significant == (want.p_value is not None and want.p_value < report.alpha)
     # The experiment's own arms exclude the holdout; retained_90d has not matured at 40 days.
     assert {a.name for a in report.arms} == {"control", "email"}
+    assert report.trust is not None and report.trust.not_yet_counted[METRIC] == 0
+    assert report.trust.assigned == sum(1 for arm in arms.values() if arm != HOLDOUT_ARM)
     assert h.metrics[2].treated.n == 0 and h.metrics[2].status == "n_too_small"
     # The programme view pools experiments: twice the same report doubles every count.
     pooled = programme([report, report])
