@@ -28,12 +28,13 @@ def _regenerate(key: str, out: Path, as_of: datetime) -> tuple[Path, object]:
 
 
 def _index(out: Path, as_of: datetime) -> Path:
+    from experiments.report.holdout import programme
     from experiments.report.index import IndexEntry, render_index
     from experiments.report.models import Report
     from models.db import engine_for
     from models.report_data import experiment_list
 
-    entries = []
+    entries, reports = [], []
     for key, state, hypothesis in experiment_list(engine_for()):
         try:
             html, report = _regenerate(key, out, as_of)
@@ -42,6 +43,7 @@ def _index(out: Path, as_of: datetime) -> Path:
             console.print(f"{safe(key)}: no report ({safe(str(error))})", highlight=False)
             continue
         assert isinstance(report, Report)
+        reports.append(report)
         verdict = report.verdict
         entries.append(
             IndexEntry(
@@ -57,9 +59,15 @@ def _index(out: Path, as_of: datetime) -> Path:
         console.print(f"{safe(key)}: {safe(str(html))}", highlight=False)
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.html"
-    index.write_text(
-        render_index(entries, f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"), encoding="utf-8"
+    tuning = max((r.analysis.sequential_tuning_n for r in reports if r.analysis), default=5_000)
+    currencies = {r.currency for r in reports if r.holdout is not None and r.currency}
+    page = render_index(
+        entries,
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        programme(reports, tuning),
+        currencies.pop() if len(currencies) == 1 else "USD",
     )
+    index.write_text(page, encoding="utf-8")
     return index
 
 

@@ -19,6 +19,7 @@ from experiments.spec import ExperimentSpec
 from experiments.stats import SampleStats
 from models.arm_decisions import auto_stop
 from models.daily_aggregates import covariate_statistics, metric_statistics, survival_statistics
+from models.moments import Moments
 from models.records import Result
 from models.report_data import report_context
 
@@ -43,6 +44,7 @@ def evaluate(
     empty = SampleStats(n=0, sum=0.0, sum_squares=0.0)
     inputs = []
     names = {arm.name for arm in spec.arms}
+    every_arm: dict[str, dict[str, Moments]] = {}  # the holdout's arm too, for its comparison
     for name, role in spec.metrics.roles():
         paired = None
         # One pass gives both the outcome's sums and the cross-products with the pre-period.
@@ -54,6 +56,7 @@ def evaluate(
         moments = metric_statistics(
             engine, experiment_id, name, as_of, arms, costs=costs, lookback_days=lookback
         )
+        every_arm[name] = moments
         # Only the spec's arms: the global holdout's arm is not one of the experiment's.
         moments = {arm: m for arm, m in moments.items() if arm in names}
         stats = {arm: m.sample() for arm, m in moments.items()}
@@ -92,7 +95,8 @@ def evaluate(
     )
     # Auto-stop reads the statistics and records its decisions before the report shows them.
     report, _ = auto_stop(engine, experiment_id, spec, report, as_of, computed_at)
-    report = enrich(report, report_context(engine, experiment_id, spec, report, as_of))
+    context = report_context(engine, experiment_id, spec, report, as_of, moments=every_arm)
+    report = enrich(report, context)
     with Session(engine) as session:
         session.add(
             Result(

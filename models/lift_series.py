@@ -1,87 +1,69 @@
-"""The primary metric's per-arm sufficient statistics by the day they became countable, for the
-report's lift-over-time chart.
+"""The primary metric's per-arm sufficient statistics as they stood on each day since the first
+assignment, for the report's lift-over-time chart, from the stored daily aggregates.
 
-A customer's metric counts once its window has ended (``models.metric_sql``): a customer assigned
-``o`` days after the experiment's first assignment, on a metric with a ``w``-day window, is counted
-from day ``ceil(o + w)`` on, and their value is final from then (only events inside the window
-count). So the report as it would have read on day ``d`` holds exactly the customers counted by
-day ``d``: cumulative sums over this function's rows. One grouped query; no per-customer row
-reaches Python.
+The evaluation stores, per arm and assignment day, the sums of every cohort whose windows have all
+ended (:mod:`models.daily_aggregates`); :func:`models.daily_aggregates.cumulative_series` adds them
+up day by day. The cohort assigned on UTC day ``D`` is final, and so counted in full, from the start
+of day ``D + 1 + w`` on (``w``: the metric's window in days). So the point for cohort ``D`` is the
+report as it could be read ``(D - S) + 1 + w`` days after the first assignment's day ``S``. No
+customer row is read: the chart costs one read of the stored sums, whatever the experiment's size.
 
-This reads the assignments directly. When stored daily per-arm aggregates exist, this module is
-the one place to switch to them: :func:`daily_statistics` keeps its signature.
+Only cohorts final by ``as_of`` are used (a report regenerated for an earlier cut-off does not see
+later stored days); the report's own numbers, which also count the customers of the latest,
+not yet final day, are its last point (:mod:`experiments.report.timeline`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
-from sqlalchemy import Integer, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
 from experiments.metrics import CATALOGUE
-from experiments.spec import Costs
 from experiments.stats import SampleStats
-from models.metric_sql import ASSIGNMENTS, Window, customer_values, experiment_rows
-from models.sqltime import days_between
+from models.daily_aggregates import cumulative_series, final_before
+from models.metric_sql import ASSIGNMENTS
 
 
-class _ceil_int(FunctionElement[int]):
-    """``ceil(x)`` as an integer, on SQLite builds without the math functions too."""
+@dataclass(frozen=True)
+class StoredSeries:
+    """When the experiment started, and per day since (the day a cohort became final) the
+    cumulative statistics per arm (every arm in the stored days, the holdout included)."""
 
-    type = Integer()
-    inherit_cache = True
-
-
-@compiles(_ceil_int, "sqlite")
-def _ceil_int_sqlite(element: _ceil_int, compiler: Any, **kw: Any) -> str:
-    # CAST truncates toward zero; add 1 for positive non-integers to round up instead.
-    (arg,) = element.clauses
-    x = compiler.process(arg, **kw)
-    return f"(CAST({x} AS INTEGER) + (CAST({x} AS INTEGER) < {x}))"
+    started_at: datetime | None
+    points: list[tuple[int, dict[str, SampleStats]]]
 
 
-@compiles(_ceil_int, "postgresql")
-def _ceil_int_pg(element: _ceil_int, compiler: Any, **kw: Any) -> str:
-    (arg,) = element.clauses
-    return f"CAST(CEIL({compiler.process(arg, **kw)}) AS INTEGER)"
-
-
-def daily_statistics(
-    engine: Engine, experiment_id: int, metric: str, as_of: datetime, costs: Costs | None = None
-) -> tuple[datetime | None, dict[str, dict[int, SampleStats]]]:
-    """The first assignment's time, and per arm and day since it, the sufficient statistics of the
-    customers of ``metric`` who became countable that day (not cumulative), as of ``as_of``."""
-    window = Window(as_of=as_of, days=CATALOGUE[metric].window_days, costs=costs or Costs())
+def first_assignment(engine: Engine, experiment_id: int) -> datetime | None:
+    """The experiment's first ``assigned_at`` (UTC)."""
     a = ASSIGNMENTS
-    start = (
-        select(func.min(a.c.assigned_at))
-        .where(a.c.experiment_id == experiment_id)
-        .scalar_subquery()
-    )
-    mature = experiment_rows(experiment_id, as_of, window.days)
-    values = customer_values(metric, window, mature).subquery("values")
-    countable = _ceil_int(days_between(values.c.assigned_at, start) + window.days)
-    per_customer = select(
-        values.c.arm.label("arm"), countable.label("day"), values.c.y.label("v")
-    ).subquery()
-    v = per_customer.c.v
-    query = select(
-        per_customer.c.arm,
-        per_customer.c.day,
-        func.count(),
-        func.coalesce(func.sum(v), 0.0),
-        func.coalesce(func.sum(v * v), 0.0),
-    ).group_by(per_customer.c.arm, per_customer.c.day)
-    first = select(func.min(a.c.assigned_at)).where(a.c.experiment_id == experiment_id)
+    query = select(func.min(a.c.assigned_at)).where(a.c.experiment_id == experiment_id)
     with engine.connect() as connection:
-        rows = connection.execute(query).all()
-        started = connection.execute(first).scalar_one_or_none()
-    by_arm: dict[str, dict[int, SampleStats]] = defaultdict(dict)
-    for arm, day, n, total, squares in rows:
-        by_arm[arm][int(day)] = SampleStats(int(n), float(total), float(squares))
-    return started, dict(by_arm)
+        found = connection.execute(query).scalar_one_or_none()
+    if found is None:
+        return None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
+def readable_day(cohort: date, start: date, window_days: int) -> int:
+    """Days after the first assignment's day on which cohort ``cohort`` is counted in full."""
+    return (cohort - start).days + 1 + window_days
+
+
+def stored_series(engine: Engine, experiment_id: int, metric: str, as_of: datetime) -> StoredSeries:
+    """The stored cumulative series of ``metric`` up to the cohorts final at ``as_of``, by day
+    since the first assignment. Empty before the first evaluation has stored a final day."""
+    started = first_assignment(engine, experiment_id)
+    if started is None:
+        return StoredSeries(None, [])
+    window = CATALOGUE[metric].window_days
+    final = final_before(as_of, window)
+    start = started.astimezone(UTC).date()
+    points = [
+        (readable_day(c.day, start, window), dict(c.arms))
+        for c in cumulative_series(engine, experiment_id, metric)
+        if c.day < final
+    ]
+    return StoredSeries(started, points)

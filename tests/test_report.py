@@ -111,7 +111,7 @@ def test_json_has_the_documented_keys() -> None:
     assert set(data) == {
         "experiment", "hypothesis", "computed_at", "as_of", "alpha", "baseline", "arms", "srm",
         "metrics", "analysis", "survival", "balance", "verdict", "trust", "lift_over_time",
-        "funnel", "provenance", "currency",
+        "funnel", "provenance", "currency", "holdout",
     }  # fmt: skip
     assert data["survival"] is None and data["balance"] is None  # their inputs were not given
     assert set(data["arms"][0]) == {"name", "weight", "n"}

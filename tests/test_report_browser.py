@@ -39,11 +39,16 @@ VIEWPORTS = {"desktop": (1280, 800), "phone": (375, 812)}
 
 @pytest.fixture(scope="module")
 def demo_reports(prefect_api: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The demo on a small business (its own SQLite file): each experiment's report folder."""
+    """The demo on a small business (its own SQLite file), with a 10 % global holdout so the
+    reports carry the programme-effect section too: each experiment's report folder."""
     from flows.demo import DemoConfig, run_demo
 
     out = tmp_path_factory.mktemp("demo")
-    result = run_demo(DemoConfig(out_dir=out, customers=2_000, seed=5), log=lambda _: None)
+    holdout = out / "holdout.yaml"
+    holdout.write_text("share: 0.1\nsalt: browser-holdout\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RETAIN_HOLDOUT_FILE", str(holdout))
+        result = run_demo(DemoConfig(out_dir=out, customers=2_000, seed=5), log=lambda _: None)
     return result.report_dirs
 
 
@@ -52,11 +57,16 @@ def test_every_demo_report_json_matches_the_committed_schema(
 ) -> None:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
+    held = 0
     for folder in demo_reports.values():
         data = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         assert list(validator.iter_errors(data)) == []
         assert data["verdict"]["text"] and data["trust"]["checks"] and data["funnel"]["arms"]
         assert data["provenance"]["spec_hash"] and data["lift_over_time"]["arms"]
+        if data["holdout"] is not None:  # an experiment may select no holdout customer
+            held += 1
+            assert data["holdout"]["metrics"][0]["holdout"]["n"] > 0
+    assert held >= 2, "the 10 % holdout should show in most demo reports"
 
 
 class DevTools:
@@ -231,6 +241,8 @@ def test_demo_reports_render_for_people_at_1280_and_375_px(
                 assert arm in facts["text"], f"{where}: arm {arm} not shown"
             for ci in want.primary_cis:
                 assert ci in facts["text"], f"{where}: primary CI {ci} not shown"
+            section = "Programme effect: treated vs global holdout"
+            assert (section in facts["text"]) == (report.holdout is not None), where
             charts = facts["charts"]
             assert len(charts) == want.charts, f"{where}: {len(charts)} charts"
             for chart in charts:

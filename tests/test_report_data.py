@@ -1,15 +1,13 @@
-"""The report's facts from the database (funnel, lift over time, currency, provenance) and
+"""The report's facts from the database (funnel, currency, provenance) and
 ``retain report``, on the seeded experiment of :mod:`tests.report_fixture`."""
 
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import time
 import webbrowser
-from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,10 +16,8 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from experiments.loader import parse_spec
-from experiments.stats import SampleStats
 from flows.cli import app
 from models.funnel import funnel_counts, sent_statistics
-from models.lift_series import daily_statistics
 from models.metric_sql import metric_values
 from models.report_data import currency_of, spec_as_run
 from tests.report_fixture import AS_OF, SPEC, seed_experiment
@@ -53,26 +49,6 @@ def test_per_protocol_counts_only_customers_sent_a_message(engine: Engine) -> No
     everyone = [v for arm, v in values.values() if arm == "email"]
     assert per_protocol["email"].n == seeded.sent["email"] < len(everyone)
     assert 0 < per_protocol["email"].sum <= sum(everyone)
-
-
-def test_daily_statistics_cumulate_to_the_report_as_of_each_day(engine: Engine) -> None:
-    seeded = seed_experiment(engine)
-    started, daily = daily_statistics(engine, seeded.experiment_id, "card_updated_14d", AS_OF)
-    first = min(at for _, at in seeded.assigned_at.values())
-    assert started is not None and started.replace(tzinfo=first.tzinfo) == first
-    # Independently: each customer's value, counted from ceil(days since the first + 14).
-    values = metric_values(engine, seeded.experiment_id, "card_updated_14d", AS_OF)
-    expected: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for customer_id, (arm, value) in values.items():
-        offset = (seeded.assigned_at[customer_id][1] - first).total_seconds() / 86_400
-        expected[arm][math.ceil(offset + 14)].append(value)
-    assert {arm: set(days) for arm, days in daily.items()} == {
-        arm: set(days) for arm, days in expected.items()
-    }
-    assert set(daily["email"]) == {14, 16, 17}  # assigned on days 0, 1 (+1 h) and 2 (+2 h)
-    for arm, days in expected.items():
-        for day, vs in days.items():
-            assert daily[arm][day] == SampleStats(len(vs), sum(vs), sum(v * v for v in vs))
 
 
 def test_currency_and_the_spec_as_run(engine: Engine) -> None:

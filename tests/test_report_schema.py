@@ -9,9 +9,10 @@ from datetime import timedelta
 import jsonschema
 import pytest
 
-from experiments.report.enrich import ReportContext, enrich
+from experiments.report.enrich import HoldoutInputs, ReportContext, enrich
 from experiments.report.schema import SCHEMA_PATH, schema_text
-from tests.test_report import AS_OF, make_report
+from experiments.stats import SampleStats
+from tests.test_report import AS_OF, binary, make_report
 from tests.test_report_sections import rich_report
 
 
@@ -34,8 +35,15 @@ def test_reports_validate_with_and_without_the_added_sections() -> None:
         mde=2.0,
         inflow_per_day=30.0,
         last_import_at=AS_OF - timedelta(hours=2),
+        holdout=HoldoutInputs(
+            treated_arms=["email", "email_sms"],
+            holdout_arm="holdout",
+            stats={"card_updated_14d": (SampleStats(4_000, 900.0, 900.0), binary(40, 210))},
+        ),
     )
-    for report in (make_report(), rich_report(), enrich(rich_report(), context)):
+    enriched = enrich(rich_report(), context)
+    assert enriched.holdout is not None and enriched.holdout.metrics[0].ci is not None
+    for report in (make_report(), rich_report(), enriched):
         data = json.loads(report.model_dump_json())
         assert list(validator().iter_errors(data)) == []
 

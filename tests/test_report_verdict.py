@@ -14,7 +14,7 @@ from experiments.report.lift_chart import lift_chart
 from experiments.report.models import AutoStopDecision, Report, StratumSrm
 from experiments.report.numbers import fmt_count, fmt_money, lift_parts
 from experiments.report.render import render_markdown, significance
-from experiments.report.timeline import cumulative, lift_over_time
+from experiments.report.timeline import lift_over_time, sample_of, with_latest
 from experiments.report.trust import freshness_check, trust
 from experiments.report.verdict import decide, sample_needed, wait_for
 from experiments.stats import SampleStats
@@ -202,8 +202,19 @@ def test_trust_badges_cover_every_check_with_one_line_each() -> None:
     )
     badges = {(c.check, c.title): c.status for c in result.checks}
     assert badges[("srm", "Sample ratio")] == "green"
-    assert badges[("srm_stratum", "Sample ratio in plan=team")] == "green"
-    assert badges[("srm_stratum", "Sample ratio in plan=pro")] == "red"
+    # One badge for every stratum: red, naming the flagged one with its counts.
+    within = next(c for c in result.checks if c.check == "srm_stratum")
+    assert (within.title, within.status) == ("Sample ratio within strata", "red")
+    assert within.detail.startswith("1 of 2 strata do not match the planned split: plan=pro")
+    assert "control 500, email 700, p < 0.001" in within.detail and "plan=team" not in within.detail
+    assert [c.check for c in result.checks].count("srm_stratum") == 1
+    calm = trust(
+        report, as_of=AS_OF, assigned=2_300, mde_text=None, n_needed=None, strata=strata[:1]
+    )
+    calm_badge = next(c for c in calm.checks if c.check == "srm_stratum")
+    assert calm_badge.status == "green" and calm_badge.detail == (
+        "all 1 strata match the planned split (smallest p = 0.900)."
+    )
     assert badges[("balance", "Covariate balance")] == "amber"  # no covariates given
     assert badges[("sample_size", "Enough data for the MDE")] == "amber"
     assert badges[("immature", "Customers counted")] == "amber"
@@ -225,6 +236,20 @@ def test_data_freshness_badge(hours: int | None, badge: str) -> None:
     assert freshness_check(AS_OF, last).status == badge
 
 
+def test_data_freshness_says_which_source_and_when_data_was_loaded_directly() -> None:
+    seeded = freshness_check(AS_OF, None, None, AS_OF - timedelta(days=3))
+    assert seeded.status == "amber"  # honest, not an alarm: nothing to be stale against
+    assert "loaded directly, e.g. the seeded synthetic business (newest customer created " in (
+        seeded.detail
+    )
+    webhook = freshness_check(AS_OF, AS_OF - timedelta(hours=5), "Stripe webhook")
+    assert webhook.detail.startswith("last Stripe webhook 5 hours before the data cut-off")
+    stale = freshness_check(AS_OF, AS_OF - timedelta(days=10), "import (customers)")
+    assert stale.status == "red" and "run the import or sync" in stale.detail
+    later = freshness_check(AS_OF, AS_OF + timedelta(hours=1), "import (invoices)")
+    assert later.status == "green" and "after the data cut-off" in later.detail
+
+
 # --- numbers for people --------------------------------------------------------------------------
 
 
@@ -241,28 +266,37 @@ def test_numbers_use_points_percent_separators_and_the_currency() -> None:
 
 
 def test_lift_over_time_is_the_confidence_sequence_of_the_cumulated_days() -> None:
-    daily = {
-        "control": {14: binary(20, 100), 15: binary(22, 100), 17: binary(18, 100)},
-        "email": {14: binary(30, 100), 16: binary(29, 100), 17: binary(33, 100)},
-    }
+    points = [
+        (15, {"control": binary(20, 100), "email": binary(30, 100)}),
+        (16, {"control": binary(42, 200), "email": binary(30, 100)}),
+        (17, {"control": binary(42, 200), "email": binary(59, 200)}),
+        (18, {"control": binary(60, 300), "email": binary(92, 300)}),
+    ]
     settings = SequentialSettings(tuning_n=500, alpha=0.05)
     start = datetime(2026, 11, 2, tzinfo=UTC)
     result = lift_over_time(
-        "card_updated_14d", "binary", "control", ["control", "email"], daily, start, settings
+        "card_updated_14d", "binary", "control", ["control", "email"], points, start, settings
     )
-    points = result.arms[0].points
-    assert [p.day for p in points] == [14, 15, 16, 17]
-    assert [(p.n, p.n_baseline) for p in points] == [(100, 100), (100, 200), (200, 200), (300, 300)]
-    # Day 16: email 59 of 200, control 42 of 200, as the report read that day.
-    on_16 = sequential_test("binary", binary(59, 200), binary(42, 200), settings)
-    assert points[2].abs_lift == pytest.approx(0.085) and points[2].ci == on_16.abs_ci
-    widths = [p.ci[1] - p.ci[0] for p in points if p.ci]
+    series = result.arms[0].points
+    assert [p.day for p in series] == [15, 16, 17, 18]
+    assert [(p.n, p.n_baseline) for p in series] == [(100, 100), (100, 200), (200, 200), (300, 300)]
+    on_17 = sequential_test("binary", binary(59, 200), binary(42, 200), settings)
+    assert series[2].abs_lift == pytest.approx(0.085) and series[2].ci == on_17.abs_ci
+    widths = [p.ci[1] - p.ci[0] for p in series if p.ci]
     assert widths[-1] < widths[0]  # narrows as customers are counted
-    assert cumulative({3: binary(1, 2)}, [1, 3, 5])[0] == SampleStats(0, 0.0, 0.0)
+    # The report's own numbers close the series when they count more customers.
+    latest = {"control": binary(70, 320), "email": binary(99, 310)}
+    assert with_latest(points, 18, latest) == [*points[:3], (18, latest)]
+    assert with_latest(points, 25, latest)[-1] == (25, latest)
+    assert with_latest(points, 25, points[-1][1]) == points  # nothing new: no extra point
+    arm = make_report().metrics[0].arms[1]
+    back = sample_of(arm)
+    assert (back.n, back.mean) == (arm.n, pytest.approx(arm.mean))
+    assert back.variance == pytest.approx(arm.variance, rel=1e-12)
     chart = lift_chart(result)
-    series = chart.series[0]
-    assert series.line.count("L") == 3 and series.band.endswith(" Z")
-    assert chart.left <= series.last_x <= chart.right and chart.top <= chart.zero_y <= chart.bottom
+    drawn = chart.series[0]
+    assert drawn.line.count("L") == 3 and drawn.band.endswith(" Z")
+    assert chart.left <= drawn.last_x <= chart.right and chart.top <= chart.zero_y <= chart.bottom
 
 
 def test_enriched_report_renders_every_section_in_markdown() -> None:
@@ -276,7 +310,7 @@ def test_enriched_report_renders_every_section_in_markdown() -> None:
         owner="growth@example.com",
         spec_yaml="key: x\nhypothesis: ```fenced```\n",
         spec_hash="ab" * 32,
-        daily={"control": {14: binary(200, 1_000)}, "email": {14: binary(280, 1_000)}},
+        lift_series=[(14, {"control": binary(200, 1_000), "email": binary(280, 1_000)})],
         started_at=AS_OF - timedelta(days=20),
         funnel={
             "control": FunnelCounts(1_100, None, None, None, None),

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from importlib import metadata
 
 from experiments.metrics import CATALOGUE
 from experiments.report.direction import primary_metric
+from experiments.report.holdout import holdout_comparison
 from experiments.report.models import (
     AutoStopDecision,
     Funnel,
@@ -21,7 +22,7 @@ from experiments.report.models import (
     StratumSrm,
 )
 from experiments.report.numbers import fmt_mde, is_money
-from experiments.report.timeline import lift_over_time
+from experiments.report.timeline import CumulativePoint, lift_over_time, sample_of, with_latest
 from experiments.report.trust import trust
 from experiments.report.verdict import decide, sample_needed
 from experiments.stats import SampleStats
@@ -40,6 +41,15 @@ class FunnelCounts:
 
 
 @dataclass(frozen=True)
+class HoldoutInputs:
+    """Per metric, the (treated, holdout) statistics, and which arms are the treated ones."""
+
+    treated_arms: Sequence[str]
+    holdout_arm: str
+    stats: Mapping[str, tuple[SampleStats, SampleStats]]
+
+
+@dataclass(frozen=True)
 class ReportContext:
     """Facts about the experiment beyond the per-arm statistics (all from the database)."""
 
@@ -53,12 +63,16 @@ class ReportContext:
     spec_yaml: str | None = None
     spec_hash: str | None = None
     last_import_at: datetime | None = None
+    last_import_source: str | None = None
+    newest_customer: datetime | None = None
     srm_strata: Sequence[StratumSrm] = ()
+    srm_strata_checked_at: datetime | None = None
     auto_stops: Sequence[AutoStopDecision] = ()
-    daily: Mapping[str, Mapping[int, SampleStats]] | None = None
+    lift_series: Sequence[CumulativePoint] | None = None
     started_at: datetime | None = None
     funnel: Mapping[str, FunnelCounts] | None = None
     sent_stats: Mapping[str, SampleStats] | None = None
+    holdout: HoldoutInputs | None = None
 
 
 def retain_version() -> str:
@@ -67,6 +81,10 @@ def retain_version() -> str:
         return metadata.version("retain")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def _utc_day(at: datetime) -> date:
+    return (at if at.tzinfo is None else at.astimezone(UTC)).date()
 
 
 def funnel_metric(report: Report) -> MetricReport | None:
@@ -129,20 +147,37 @@ def enrich(report: Report, ctx: ReportContext) -> Report:
         mde_text=mde_text,
         n_needed=sample_needed(report, ctx.mde, ctx.power),
         strata=ctx.srm_strata,
+        strata_checked_at=ctx.srm_strata_checked_at,
         stops=ctx.auto_stops,
         last_import_at=ctx.last_import_at,
+        last_import_source=ctx.last_import_source,
+        newest_customer=ctx.newest_customer,
     )
+    tuning = report.analysis.sequential_tuning_n if report.analysis else 5_000
     timeline = None
-    if ctx.daily is not None:
-        tuning = report.analysis.sequential_tuning_n if report.analysis else 5_000
+    if ctx.lift_series is not None:
+        points = list(ctx.lift_series)
+        if ctx.started_at is not None:
+            today = (_utc_day(ctx.as_of) - _utc_day(ctx.started_at)).days
+            points = with_latest(points, today, {a.name: sample_of(a) for a in primary.arms})
         timeline = lift_over_time(
             primary.name,
             primary.kind,
             report.baseline,
             [a.name for a in report.arms],
-            ctx.daily,
+            points,
             ctx.started_at,
             SequentialSettings(tuning_n=tuning, alpha=report.alpha),
+        )
+    holdout = None
+    if ctx.holdout is not None and ctx.holdout.stats:
+        holdout = holdout_comparison(
+            ctx.holdout.stats,
+            ctx.holdout.treated_arms,
+            ctx.holdout.holdout_arm,
+            report.analysis.method if report.analysis else "fixed",
+            report.alpha,
+            tuning,
         )
     provenance = Provenance(
         spec_yaml=ctx.spec_yaml,
@@ -159,5 +194,6 @@ def enrich(report: Report, ctx: ReportContext) -> Report:
             "funnel": _funnel(report, ctx),
             "provenance": provenance,
             "currency": ctx.currency,
+            "holdout": holdout,
         }
     )

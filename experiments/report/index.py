@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import jinja2
 
+from experiments.report.models import HoldoutComparison
+
 
 @dataclass(frozen=True)
 class IndexEntry:
@@ -33,11 +35,27 @@ _TEMPLATE = jinja2.Environment(
 )
 
 
-def render_index(entries: Sequence[IndexEntry], generated_at: str) -> str:
-    """The index as one self-contained HTML page (no scripts, autoescaped)."""
-    from experiments.report.render import DECISIONS
+def render_index(
+    entries: Sequence[IndexEntry],
+    generated_at: str,
+    programme: HoldoutComparison | None = None,
+    currency: str = "USD",
+) -> str:
+    """The index as one self-contained HTML page (no scripts, autoescaped), with the whole
+    programme's treated customers against the global holdout when any experiment has one."""
+    from experiments.report.numbers import fmt_count, fmt_lift_text, is_money
+    from experiments.report.render import _STATUS_NOTES, DECISIONS, fmt_p, metric_mean
 
     template = _TEMPLATE.get_template("index.html.j2")
     return template.render(
-        entries=sorted(entries, key=lambda e: e.key), generated_at=generated_at, decisions=DECISIONS
+        entries=sorted(entries, key=lambda e: e.key),
+        generated_at=generated_at,
+        decisions=DECISIONS,
+        programme=programme,
+        money=lambda name: currency if is_money(name) else None,
+        metric_mean=metric_mean,
+        lift_ci=fmt_lift_text,
+        fmt_count=fmt_count,
+        fmt_p=fmt_p,
+        status_notes=_STATUS_NOTES,
     )

@@ -239,8 +239,11 @@ class Trust(_Model):
 
     checks: list[TrustCheck]
     srm_strata: list[StratumSrm] = []
+    srm_strata_checked_at: str | None = None
     auto_stops: list[AutoStopDecision] = []
     last_import_at: str | None = None
+    last_import_source: str | None = None
+    data_loaded_directly: bool = False
     assigned: int = 0
     not_yet_counted: dict[str, int] = {}
 
@@ -298,6 +301,34 @@ class Funnel(_Model):
     delivery_events: bool
 
 
+class HoldoutMetric(_Model):
+    """One metric, every treated customer pooled against the global holdout, by ``method``."""
+
+    name: str
+    kind: MetricKind
+    treated: ArmMetricStats
+    holdout: ArmMetricStats
+    abs_lift: float | None
+    ci: Interval | None
+    rel_lift: float | None
+    p_value: float | None
+    significant: bool
+    status: ComparisonStatus
+
+
+class HoldoutComparison(_Model):
+    """The whole retention programme's effect: customers treated (assigned to an arm that sends
+    messages or offers) against the global holdout (never treated by any experiment), on the
+    experiment's metrics and the retention metrics. In the index, pooled over ``experiments``."""
+
+    treated_arms: list[str]
+    holdout_arm: str
+    method: Literal["fixed", "sequential"]
+    alpha: float
+    metrics: list[HoldoutMetric]
+    experiments: list[str] = []
+
+
 class Provenance(_Model):
     """Where the numbers come from: the spec as run, its hash, the data's cut-off, the software."""
 
@@ -327,3 +358,4 @@ class Report(_Model):
     funnel: Funnel | None = None
     provenance: Provenance | None = None
     currency: str | None = None
+    holdout: HoldoutComparison | None = None

@@ -29,7 +29,15 @@ from experiments.report.direction import (
     tone,
 )
 from experiments.report.lift_chart import ci_bars, lift_chart
-from experiments.report.models import Comparison, LiftOverTime, MetricReport, Report, Verdict
+from experiments.report.models import (
+    Comparison,
+    LiftOverTime,
+    MetricReport,
+    Report,
+    StratumSrm,
+    Trust,
+    Verdict,
+)
 from experiments.report.numbers import fmt_count, fmt_lift_text, fmt_money, is_money
 from experiments.report.verdict import decide
 
@@ -302,6 +310,13 @@ def timeline_days(timeline: LiftOverTime, most: int = 12) -> list[int]:
     return sorted({days[round(i * step)] for i in range(most)})
 
 
+def strata_rows(trust: Trust, most: int = 20) -> list[StratumSrm]:
+    """The per-stratum sample-ratio rows to show: at most ``most``, least balanced first."""
+    return sorted(
+        trust.srm_strata, key=lambda s: (s.ok, s.p_value if s.p_value is not None else 1.0)
+    )[:most]
+
+
 def fence(text: str) -> str:
     """A Markdown code fence longer than any run of backticks in ``text``."""
     longest = run = 0
@@ -357,6 +372,7 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     env.globals.update(
         lift_ci=fmt_lift_text,
         timeline_days=timeline_days,
+        strata_rows=strata_rows,
         fence=fence,
         old_lift_ci=fmt_lift_ci,
         headline_rel_ci=headline_rel_ci,

@@ -5,7 +5,7 @@ customers not yet counted, CUPED, automatic stops and the data's freshness."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from experiments.metrics import CATALOGUE
 from experiments.report.direction import primary_metric
@@ -41,7 +41,7 @@ def _srm_badge(p_value: float | None) -> Badge:
 
 
 def srm_checks(report: Report, strata: Sequence[StratumSrm]) -> list[TrustCheck]:
-    """The overall sample-ratio check, then one per stratum."""
+    """The overall sample-ratio check, then one for every stratum together."""
     sizes = ", ".join(f"{a.name} {fmt_count(a.n)}" for a in report.arms)
     badge = _srm_badge(report.srm.p_value)
     explain = {
@@ -57,18 +57,39 @@ def srm_checks(report: Report, strata: Sequence[StratumSrm]) -> list[TrustCheck]
             detail=f"{explain} ({sizes}; chi-square {_p(report.srm.p_value)}).",
         )
     ]
-    for s in strata:
-        b = "red" if not s.ok else _srm_badge(s.p_value)
-        counts = ", ".join(f"{arm} {fmt_count(n)}" for arm, n in s.counts.items())
-        checks.append(
-            TrustCheck(
-                check="srm_stratum",
-                status=b,
-                title=f"Sample ratio in {s.stratum}",
-                detail=f"{counts}; {_p(s.p_value)}.",
-            )
-        )
+    if strata:
+        checks.append(strata_check(strata))
     return checks
+
+
+def strata_check(strata: Sequence[StratumSrm]) -> TrustCheck:
+    """One badge for the sample-ratio checks within every stratum (as stored by the last
+    assignment run): red naming the flagged strata, else green with the smallest p-value."""
+    title = "Sample ratio within strata"
+    flagged = [s for s in strata if not s.ok]
+    if flagged:
+        worst = sorted(flagged, key=lambda s: s.p_value if s.p_value is not None else 1.0)
+        shown = "; ".join(
+            f"{s.stratum} ({', '.join(f'{a} {fmt_count(n)}' for a, n in s.counts.items())}, "
+            f"{_p(s.p_value)})"
+            for s in worst[:3]
+        )
+        more = f" and {len(flagged) - 3} more" if len(flagged) > 3 else ""
+        return TrustCheck(
+            check="srm_stratum",
+            status="red",
+            title=title,
+            detail=f"{len(flagged)} of {len(strata)} strata do not match the planned split: "
+            f"{shown}{more}; stratified assignment keeps every stratum within one block of the "
+            "weights, so assignment or data is broken there.",
+        )
+    smallest = min((s.p_value for s in strata if s.p_value is not None), default=None)
+    return TrustCheck(
+        check="srm_stratum",
+        status="green",
+        title=title,
+        detail=f"all {len(strata)} strata match the planned split (smallest {_p(smallest)}).",
+    )
 
 
 def balance_check(report: Report) -> TrustCheck:
@@ -241,25 +262,56 @@ def auto_stop_check(stops: Sequence[AutoStopDecision]) -> TrustCheck:
     )
 
 
-def freshness_check(as_of: datetime, last_import_at: datetime | None) -> TrustCheck:
+def freshness_check(
+    as_of: datetime,
+    last_import_at: datetime | None,
+    source: str | None = None,
+    newest_customer: datetime | None = None,
+) -> TrustCheck:
+    """How current the customer data was at the cut-off: the last import, Stripe sync or webhook
+    (``source`` says which). Without any, the data was loaded directly (the synthetic demo
+    business, a seed or the database filled by other means): said so, with its newest customer."""
     title = "Data freshness"
     if last_import_at is None:
+        newest = (
+            "" if newest_customer is None else f" (newest customer created {_day(newest_customer)})"
+        )
         return TrustCheck(
             check="freshness",
             status="amber",
             title=title,
-            detail="no import or sync recorded, so how current the customer data is is unknown.",
+            detail="no import, Stripe sync or webhook recorded: the customer data was loaded "
+            f"directly, e.g. the seeded synthetic business{newest}, so its freshness is not "
+            "tracked; import or sync real data to track it.",
         )
     lag = as_of - last_import_at
-    hours = max(0.0, lag.total_seconds() / 3600)
+    what = source or "import or sync"
+    if lag.total_seconds() < 0:
+        return TrustCheck(
+            check="freshness",
+            status="green",
+            title=title,
+            detail=f"last {what} after the data cut-off ({_day(last_import_at)}): the data "
+            "covers the cut-off.",
+        )
+    hours = lag.total_seconds() / 3600
     status: Badge = "green" if lag <= FRESH else "amber" if lag <= STALE else "red"
     when = f"{hours:.0f} hours" if hours < 48 else f"{hours / 24:.0f} days"
+    explain = {
+        "green": "current",
+        "amber": "a little old; check the import schedule",
+        "red": "stale: recent changes are missing, run the import or sync",
+    }[status]
     return TrustCheck(
         check="freshness",
         status=status,
         title=title,
-        detail=f"last import or sync {when} before the data cut-off.",
+        detail=f"last {what} {when} before the data cut-off ({_day(last_import_at)}): {explain}.",
     )
+
+
+def _day(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def trust(
@@ -270,8 +322,11 @@ def trust(
     mde_text: str | None,
     n_needed: int | None,
     strata: Sequence[StratumSrm] = (),
+    strata_checked_at: datetime | None = None,
     stops: Sequence[AutoStopDecision] = (),
     last_import_at: datetime | None = None,
+    last_import_source: str | None = None,
+    newest_customer: datetime | None = None,
 ) -> Trust:
     """Every trust check of ``report``, in reading order."""
     pending = not_yet_counted(report, assigned)
@@ -282,13 +337,16 @@ def trust(
         immature_check(report, assigned, pending),
         cuped_check(report),
         auto_stop_check(stops),
-        freshness_check(as_of, last_import_at),
+        freshness_check(as_of, last_import_at, last_import_source, newest_customer),
     ]
     return Trust(
         checks=checks,
         srm_strata=list(strata),
+        srm_strata_checked_at=None if strata_checked_at is None else strata_checked_at.isoformat(),
         auto_stops=list(stops),
         last_import_at=None if last_import_at is None else last_import_at.isoformat(),
+        last_import_source=last_import_source,
+        data_loaded_directly=last_import_at is None,
         assigned=assigned,
         not_yet_counted=pending,
     )
