@@ -7,11 +7,14 @@ changed. Everything runs on the caller's connection, inside the caller's transac
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import (
     BigInteger,
@@ -25,6 +28,8 @@ from sqlalchemy import (
     and_,
     case,
     func,
+    insert,
+    inspect,
     literal,
     or_,
     select,
@@ -36,7 +41,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from models.bulk import table
+from models.bulk import foreign_keys_deferred, secondary_indexes_deferred, table
 from models.customer_data import Customer
 from models.imports.convert import Reject
 from models.imports.entities import ENTITIES, Entity
@@ -61,7 +66,9 @@ class MergeCounts:
 def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] = ()) -> Table:
     """A temporary table for ``entity``'s staged columns (plus ``line``)."""
     pg = connection.dialect.name == "postgresql"
-    timestamp: Any = BigInteger  # microseconds since 1970, UTC (see from_epoch_us)
+    # PostgreSQL: microseconds since 1970, UTC (see from_epoch_us); SQLite: the stored text, made
+    # by pyarrow's cast in write_stage (formatting a million times in SQL costs seconds).
+    timestamp: Any = BigInteger if pg else Text
     columns = [Column("line", Integer)]
     for field in entity.fields:
         kind = timestamp if field.kind == "timestamp" else _TYPES.get(field.kind, Text)
@@ -76,6 +83,10 @@ def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] 
         connection.exec_driver_sql("PRAGMA temp_store = MEMORY")
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {'' if pg else 'temp.'}{name}")
     stage = Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
+    stage.info["timestamps"] = [
+        *(f.name for f in entity.fields if f.kind == "timestamp"),
+        *extra,
+    ]
     stage.create(connection)
     if pg:
         connection.exec_driver_sql("SET LOCAL timezone = 'UTC'")
@@ -100,6 +111,12 @@ def write_stage(connection: Connection, stage: Table, rows: pa.Table) -> None:
         ):
             copy.write(buffer.getvalue())
         return
+    for name in stage.info["timestamps"]:
+        if name in names:
+            # ``YYYY-MM-DD HH:MM:SS.ffffff``: the text SQLAlchemy stores a datetime as on SQLite.
+            position = rows.column_names.index(name)
+            text = pc.cast(pc.cast(rows.column(name), pa.timestamp("us")), pa.string())
+            rows = rows.set_column(position, name, text)
     marks = ", ".join("?" * len(names))
     values = list(zip(*(column.to_pylist() for column in rows.columns), strict=True))
     connection.exec_driver_sql(
@@ -163,27 +180,79 @@ def merge(
     if "updated_at" in target.c:
         names.append("updated_at")
         columns.append(literal(now, target.c.updated_at.type).label("updated_at"))
-    wanted = or_(resolved.c.target_id.is_(None), resolved.c.changed == 1)
-    statement = module.insert(target).from_select(names, select(*columns).where(wanted))
-    excluded = statement.excluded
-    kept = (*updatable, "updated_at", "source_updated_at")
-    assignments: dict[str, Any] = {name: excluded[name] for name in names if name in kept}
-    if entity.name == "subscriptions":
-        assignments.update(_plan_history(target, excluded))
     versioned = "source_updated_at" in resolved.c
-    statement = statement.on_conflict_do_update(
-        index_elements=["external_id"],
-        set_=assignments,
-        where=and_(
-            or_(*(target.c[n].is_distinct_from(excluded[n]) for n in names if n in updatable)),
-            _newer(excluded.source_updated_at, target) if versioned else true(),
-        ),
-    )
-    connection.execute(statement)
+
+    def upsert(wanted: ColumnElement[bool]) -> Any:
+        statement = module.insert(target).from_select(names, select(*columns).where(wanted))
+        excluded = statement.excluded
+        kept = (*updatable, "updated_at", "source_updated_at")
+        assignments: dict[str, Any] = {name: excluded[name] for name in names if name in kept}
+        if entity.name == "subscriptions":
+            assignments.update(_plan_history(target, excluded))
+        return statement.on_conflict_do_update(
+            index_elements=["external_id"],
+            set_=assignments,
+            where=and_(
+                or_(*(target.c[n].is_distinct_from(excluded[n]) for n in names if n in updatable)),
+                _newer(excluded.source_updated_at, target) if versioned else true(),
+            ),
+        )
+
+    new = rows - existing
+    is_new = resolved.c.target_id.is_(None)
+    if _worth_deferring(connection, target, new):
+        # A bulk load: changed rows through the upsert, then the new ones with a plain INSERT
+        # while the target's plain indexes, foreign keys and (PostgreSQL) unique id index are
+        # dropped; they are built again, and checked, in one pass each before the commit.
+        if changed:
+            connection.execute(upsert(resolved.c.changed == 1))
+        with ExitStack() as deferred:
+            deferred.enter_context(secondary_indexes_deferred(connection, [target.name]))
+            deferred.enter_context(foreign_keys_deferred(connection, [target.name]))
+            deferred.enter_context(_unique_id_deferred(connection, target))
+            connection.execute(insert(target).from_select(names, select(*columns).where(is_new)))
+    elif new or changed:
+        connection.execute(upsert(or_(is_new, resolved.c.changed == 1)))
     resolved.drop(connection)
     added = _suppressions(connection, stage, now) if entity.name == "customers" else 0
-    counts = MergeCounts(rows, rows - existing, int(changed), existing - int(changed), added)
+    counts = MergeCounts(rows, new, int(changed), existing - int(changed), added)
     return counts, rejects
+
+
+# Inserting at least this many rows, and at least as many as the table holds, drops the target's
+# plain indexes and (PostgreSQL) foreign keys for the insert and builds them again after: one sort
+# per index and one join per key instead of a B-tree insert and a trigger per row. The rows' parents
+# were resolved by the same transaction, so re-adding the keys cannot fail on them.
+DEFER_INDEXES_ROWS = 50_000
+
+
+def _worth_deferring(connection: Connection, target: Table, new: int) -> bool:
+    if new < DEFER_INDEXES_ROWS:
+        return False
+    stored = connection.execute(select(func.count()).select_from(target)).scalar_one()
+    return new >= stored
+
+
+@contextmanager
+def _unique_id_deferred(connection: Connection, target: Table) -> Iterator[None]:
+    """PostgreSQL: the unique constraint on ``external_id`` dropped, and added back (one sort, and
+    the check that no id repeats) at the end. The staged ids are distinct and new, so it holds."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    keys = [
+        key["name"]
+        for key in inspect(connection).get_unique_constraints(target.name)
+        if key["column_names"] == ["external_id"] and key["name"]
+    ]
+    quote = connection.dialect.identifier_preparer.quote
+    for key in keys:
+        connection.exec_driver_sql(f"ALTER TABLE {quote(target.name)} DROP CONSTRAINT {quote(key)}")
+    yield
+    for key in keys:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(target.name)} ADD CONSTRAINT {quote(key)} UNIQUE (external_id)"
+        )
 
 
 def _resolve(
@@ -215,7 +284,7 @@ def _resolve(
         elif c.name == "source_updated_at" or (field is not None and field.kind == "timestamp"):
             stored = entity.table.c[c.name].type
             out.append(Column(c.name, stored if pg else Text))
-            exprs.append(from_epoch_us(c, stored))
+            exprs.append(from_epoch_us(c, stored) if pg else c)
         else:
             out.append(Column(c.name, c.type))
             exprs.append(c)

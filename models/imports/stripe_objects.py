@@ -45,9 +45,11 @@ API_MAPPINGS: dict[str, Mapping] = {
         {
             "entity": "subscriptions",
             "timestamps": "unix",
+            "amounts": "stripe",
             "columns": {
                 "external_id": "id",
                 "customer": "customer",
+                "currency": "currency",
                 "plan": "plan",
                 "billing_interval": "interval",
                 "mrr_cents": {"column": "amount", "per_interval": True},
@@ -63,9 +65,11 @@ API_MAPPINGS: dict[str, Mapping] = {
         {
             "entity": "invoices",
             "timestamps": "unix",
+            "amounts": "stripe",
             "columns": {
                 "external_id": "id",
                 "customer": "customer",
+                "currency": "currency",
                 "subscription": "subscription",
                 "amount_cents": "amount_due",
                 "status": {
@@ -142,6 +146,7 @@ def subscription_row(obj: dict[str, Any], paused_at: int | None = None) -> Row:
     return {
         "id": obj["id"],
         "customer": _text(obj.get("customer")),
+        "currency": _text(obj.get("currency") or price.get("currency")),
         "plan": _text(price.get("nickname") or price.get("lookup_key") or price.get("id")),
         "interval": _interval(price),
         "amount": str(amount),
@@ -167,6 +172,7 @@ def invoice_row(obj: dict[str, Any], failed: bool = False) -> Row:
         "id": obj["id"],
         "customer": _text(obj.get("customer")),
         "subscription": _text(obj.get("subscription") or parent.get("subscription")),
+        "currency": _text(obj.get("currency")),
         "amount_due": _text(obj.get("amount_due")),
         "status": _text(status),
         "attempt_count": _text(obj.get("attempt_count")),
