@@ -183,9 +183,14 @@ def _amount(
 ) -> _Column:
     """A whole number of the row's currency's minor unit (see :mod:`models.imports.currency`)."""
     unit = (spec.amount if spec else None) or mapping.amounts
-    currencies = done.get("currency")
-    if currencies is None and mapping.currency is not None:
-        currencies = pa.repeat(pa.scalar(mapping.currency.upper(), pa.string()), len(raw))  # type: ignore[attr-defined]
+    currencies = done.get("currency")  # the row's (nulls where not given or not mapped)
+    if mapping.currency is not None:
+        fallback = pa.scalar(mapping.currency.upper(), pa.string())
+        currencies = (
+            pa.array([fallback.as_py()] * len(raw), pa.string())
+            if currencies is None
+            else pc.fill_null(currencies, fallback)
+        )
     if unit in ("cents", "minor", "stripe"):
         bad = _pattern(raw, r"^-?\d{1,15}$")
         values = pc.cast(_blank_bad(raw, bad), pa.int64())

@@ -20,9 +20,26 @@ DEFAULT_DIGITS = 2  # an amount whose currency is unknown: cents, as for USD
 
 # Stripe's API amounts are in these currencies' whole units (docs.stripe.com/currencies).
 STRIPE_ZERO_DECIMAL = frozenset(
-    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()
+    [
+        "BIF",
+        "CLP",
+        "DJF",
+        "GNF",
+        "JPY",
+        "KMF",
+        "KRW",
+        "MGA",
+        "PYG",
+        "RWF",
+        "UGX",
+        "VND",
+        "VUV",
+        "XAF",
+        "XOF",
+        "XPF",
+    ]
 )
-STRIPE_THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
+STRIPE_THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
 
 
 @cache
@@ -63,3 +80,11 @@ POWERS = pa.array([10**k for k in range(19)], pa.int64())
 def power_of_ten(digits: pa.Array) -> pa.Array:
     """10 ** ``digits``, element-wise, as int64."""
     return POWERS.take(digits)
+
+
+def from_stripe(amount: int, currency: str | None) -> int:
+    """One Stripe amount in ``currency``'s minor unit (half to even where Stripe's is finer)."""
+    shift = minor_digits(currency) - stripe_digits(currency)
+    if shift >= 0:
+        return amount * 10**shift
+    return round(amount / 10**-shift)

@@ -98,6 +98,10 @@ API_MAPPINGS: dict[str, Mapping] = {
         }
     ),
 }
+# A customer's full list of cards, read with its default: here ``is_default`` is known.
+LISTED_CARDS = API_MAPPINGS["payment_methods"].model_copy(
+    update={"columns": {**API_MAPPINGS["payment_methods"].columns, "is_default": "is_default"}}
+)
 PAUSED_SUBSCRIPTIONS = API_MAPPINGS["subscriptions"].model_copy(
     update={"columns": {**API_MAPPINGS["subscriptions"].columns, "paused_at": "paused_at"}}
 )
@@ -179,6 +183,31 @@ def invoice_row(obj: dict[str, Any], failed: bool = False) -> Row:
         "due": _text(obj.get("due_date") or obj.get("created")),
         "paid_at": _text(transitions.get("paid_at")),
     }
+
+
+def default_card(customer: dict[str, Any]) -> str | None:
+    """The id of the card Stripe charges a customer's invoices to: the invoice settings' default
+    payment method, else the legacy default source (either may be expanded to an object)."""
+    settings = customer.get("invoice_settings") or {}
+    for value in (settings.get("default_payment_method"), customer.get("default_source")):
+        if isinstance(value, dict):
+            value = value.get("id")
+        if value:
+            return str(value)
+    return None
+
+
+def listed_cards(cards: list[dict[str, Any]], customer: dict[str, Any] | None) -> list[Row]:
+    """A customer's cards as rows with ``is_default``: its default card, or, when it has none
+    set, its newest card (the one a team would call the card on file)."""
+    default = default_card(customer) if customer else None
+    if default not in {card["id"] for card in cards}:
+        newest = max(cards, key=lambda card: (card.get("created") or 0, card["id"]), default=None)
+        default = newest["id"] if newest else None
+    return [
+        {**payment_method_row(card), "is_default": "true" if card["id"] == default else "false"}
+        for card in cards
+    ]
 
 
 def payment_method_row(obj: dict[str, Any], created: int | None = None) -> Row:
