@@ -156,23 +156,25 @@ def merge(
 ) -> tuple[MergeCounts, list[Reject]]:
     """Upsert the staged rows into the entity's table by ``external_id``; count what changed.
 
-    One pass resolves every staged row (its parents' ids, whether it exists and whether anything
-    differs) into a temporary table; rows whose parent is unknown are rejected; then only new and
+    One pass resolves the staged rows (their parents' ids, whether they exist and whether
+    anything differs) and keeps the new and changed ones in a temporary table; rows whose parent is unknown are rejected; then only new and
     changed rows are merged. New rows get every column (defaults for unmapped fields: no consent,
     say); existing rows only the ``mapped`` fields, so a file without a consent column never
     revokes consent given elsewhere.
     """
     target = entity.table
     updatable = _updatable(entity, mapped)
+    staged = connection.execute(select(func.count()).select_from(stage)).scalar_one()
     resolved, refs = _resolve(connection, stage, entity, updatable)
     rejects = _unknown_parents(connection, resolved, refs)
-    rows, existing, changed = connection.execute(
+    new, changed = connection.execute(
         select(
-            func.count(),
-            func.count(resolved.c.target_id),
+            func.count() - func.count(resolved.c.target_id),
             func.coalesce(func.sum(resolved.c.changed), 0),
         )
     ).one()
+    rows = staged - len({reject.line for reject in rejects})
+    existing = rows - new
 
     module: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
     names = [c.name for c in resolved.c if c.name in target.c]
@@ -198,7 +200,6 @@ def merge(
             ),
         )
 
-    new = rows - existing
     is_new = resolved.c.target_id.is_(None)
     if _worth_deferring(connection, target, new):
         # A bulk load: changed rows through the upsert, then the new ones with a plain INSERT
@@ -268,6 +269,7 @@ def _resolve(
     ]
     exprs: list[Any] = []
     refs: list[tuple[str, str, str]] = []  # (ref column, id column, parent entity)
+    parent_ids: list[tuple[str, Any]] = []
     from_clause: Any = stage
     for c in stage.columns:
         field = entity.field(c.name)
@@ -279,6 +281,7 @@ def _resolve(
             out += [Column(f"{c.name}_ref", Text), Column(f"{c.name}_id", Integer)]
             exprs += [c, parent.c.id]
             refs.append((f"{c.name}_ref", f"{c.name}_id", field.refers_to))
+            parent_ids.append((f"{c.name}_ref", parent.c.id))
         elif c.name not in entity.table.c:
             continue
         elif c.name == "source_updated_at" or (field is not None and field.kind == "timestamp"):
@@ -298,11 +301,20 @@ def _resolve(
     if "source_updated_at" in values:
         differs = and_(differs, _newer(values["source_updated_at"], target))
     changed = case((target.c.id.is_(None), 0), (differs, 1), else_=0)
+    # Only rows that need something are kept: new ones, changed ones, and those whose parent is
+    # unknown (to reject). Re-importing an unchanged file writes nothing here.
+    unknown = [
+        and_(stage.c[ref.removesuffix("_ref")].is_not(None), values_id.is_(None))
+        for ref, values_id in parent_ids
+    ]
+    wanted = or_(target.c.id.is_(None), differs, *unknown)
     name = f"resolved_{entity.name}"
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {'' if pg else 'temp.'}{name}")
     resolved = Table(name, MetaData(), *out, prefixes=["TEMPORARY"])
     resolved.create(connection)
-    query = select(stage.c.line, target.c.id, changed, *exprs).select_from(from_clause)
+    query = (
+        select(stage.c.line, target.c.id, changed, *exprs).select_from(from_clause).where(wanted)
+    )
     connection.execute(resolved.insert().from_select([col.name for col in out], query))
     return resolved, refs
 
