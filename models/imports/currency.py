@@ -64,7 +64,7 @@ def digits_per_row(currencies: pa.Array | None, n: int, stripe: bool = False) ->
     """Per row, the decimals of its currency (Stripe's when ``stripe``): one look-up per distinct
     currency of the batch, then a vectorised take."""
     if currencies is None:
-        return pa.repeat(pa.scalar(_digits(None, stripe), pa.int64()), n)  # type: ignore[attr-defined]
+        return pa.repeat(pa.scalar(_digits(None, stripe), pa.int64()), n)
     distinct = pc.unique(currencies)
     table = pa.array([_digits(code, stripe) for code in distinct.to_pylist()], pa.int64())
     return table.take(pc.index_in(currencies, value_set=distinct))

@@ -93,6 +93,9 @@ def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] 
     return stage
 
 
+SQLITE_ROWS = 25_000  # rows turned into Python tuples at a time for SQLite's executemany
+
+
 def write_stage(connection: Connection, stage: Table, rows: pa.Table) -> None:
     """Append ``rows`` (columns named as the stage's) to the staging table in bulk."""
     if rows.num_rows == 0:
@@ -118,10 +121,11 @@ def write_stage(connection: Connection, stage: Table, rows: pa.Table) -> None:
             text = pc.cast(pc.cast(rows.column(name), pa.timestamp("us")), pa.string())
             rows = rows.set_column(position, name, text)
     marks = ", ".join("?" * len(names))
-    values = list(zip(*(column.to_pylist() for column in rows.columns), strict=True))
-    connection.exec_driver_sql(
-        f"INSERT INTO temp.{stage.name} ({column_list}) VALUES ({marks})", values
-    )
+    insert_rows = f"INSERT INTO temp.{stage.name} ({column_list}) VALUES ({marks})"
+    for start in range(0, rows.num_rows, SQLITE_ROWS):  # bounded memory: Python rows per slice
+        part = rows.slice(start, SQLITE_ROWS)
+        values = list(zip(*(column.to_pylist() for column in part.columns), strict=True))
+        connection.exec_driver_sql(insert_rows, values)
 
 
 def reject_duplicates(connection: Connection, stage: Table) -> list[Reject]:
