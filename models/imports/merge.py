@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -34,6 +35,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -63,6 +65,9 @@ class MergeCounts:
     suppressions: int = 0
 
 
+WORK_MEM = "256MB"
+
+
 def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] = ()) -> Table:
     """A temporary table for ``entity``'s staged columns (plus ``line``)."""
     pg = connection.dialect.name == "postgresql"
@@ -90,6 +95,10 @@ def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] 
     stage.create(connection)
     if pg:
         connection.exec_driver_sql("SET LOCAL timezone = 'UTC'")
+        # The resolve joins a million staged rows to the target and the parents: hash tables in
+        # memory, not spilled to temporary files in batches (the default is 4 MB; this
+        # transaction only, per hash table, allocated only as needed).
+        connection.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
     return stage
 
 
@@ -168,6 +177,9 @@ def merge(
     """
     target = entity.table
     updatable = _updatable(entity, mapped)
+    if connection.dialect.name == "postgresql":
+        # Planner statistics for the fresh stage (a sample), so the joins below are hash joins.
+        connection.exec_driver_sql(f"ANALYZE {stage.name}")
     staged = connection.execute(select(func.count()).select_from(stage)).scalar_one()
     resolved, refs = _resolve(connection, stage, entity, updatable)
     rejects = _unknown_parents(connection, resolved, refs)
@@ -205,19 +217,44 @@ def merge(
         )
 
     is_new = resolved.c.target_id.is_(None)
-    if _worth_deferring(connection, target, new):
-        # A bulk load: changed rows through the upsert, then the new ones with a plain INSERT
-        # while the target's plain indexes, foreign keys and (PostgreSQL) unique id index are
-        # dropped; they are built again, and checked, in one pass each before the commit.
-        if changed:
-            connection.execute(upsert(resolved.c.changed == 1))
+    if changed:
+        # Existing rows that differ: one UPDATE … FROM joined on the resolved ids (re-checking the
+        # change, should another writer have got there first).
+        kept = (*updatable, "updated_at", "source_updated_at")
+        values: dict[str, Any] = {
+            name: expr for name, expr in zip(names, columns, strict=True) if name in kept
+        }
+        if entity.name == "subscriptions":
+            incoming = SimpleNamespace(
+                plan=resolved.c.plan,
+                billing_interval=resolved.c.billing_interval,
+                updated_at=values["updated_at"],
+            )
+            values.update(_plan_history(target, incoming))
+        connection.execute(
+            update(target)
+            .where(
+                target.c.id == resolved.c.target_id,
+                resolved.c.changed == 1,
+                or_(
+                    *(target.c[n].is_distinct_from(resolved.c[n]) for n in names if n in updatable)
+                ),
+                _newer(resolved.c.source_updated_at, target) if versioned else true(),
+            )
+            .values(values)
+        )
+    if new and _worth_deferring(connection, target, new):
+        # A bulk load: the new rows with a plain INSERT while the target's plain indexes, foreign
+        # keys and (PostgreSQL) unique id index are dropped; they are built again, and checked, in
+        # one pass each before the commit.
         with ExitStack() as deferred:
             deferred.enter_context(secondary_indexes_deferred(connection, [target.name]))
             deferred.enter_context(foreign_keys_deferred(connection, [target.name]))
             deferred.enter_context(_unique_id_deferred(connection, target))
             connection.execute(insert(target).from_select(names, select(*columns).where(is_new)))
-    elif new or changed:
-        connection.execute(upsert(or_(is_new, resolved.c.changed == 1)))
+    elif new:
+        # New rows through the upsert: a row another writer inserted meanwhile is updated instead.
+        connection.execute(upsert(is_new))
     resolved.drop(connection)
     added = _suppressions(connection, stage, now) if entity.name == "customers" else 0
     counts = MergeCounts(rows, new, int(changed), existing - int(changed), added)
