@@ -57,6 +57,12 @@ FIELDS: dict[str, FieldInfo] = _fields(
         "days until the default card expires (null if no card)",
         "days",
     ),
+    (
+        "card_expires_before_next_charge",
+        "bool",
+        "the default card expires before the subscription's next charge (the upcoming invoice "
+        "Stripe announced, else the period end); false without a card or a live subscription",
+    ),
     ("failed_invoices", "number", "failed or open invoices past their due date, still unpaid"),
     (
         "failed_payments_30d",

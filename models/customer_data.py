@@ -67,6 +67,13 @@ class Subscription(SQLModel, table=True):
         default=None, max_length=16, description="interval before the last plan change"
     )
     plan_changed_at: datetime | None = None
+    upcoming_invoice_at: datetime | None = Field(
+        default=None,
+        description="when the next renewal will be charged, as Stripe's invoice.upcoming announced",
+    )
+    upcoming_invoice_cents: int | None = Field(
+        default=None, description="the announced renewal's amount due, in minor units"
+    )
     updated_at: datetime | None = Field(
         default=None, description="when an import, sync or webhook last inserted or changed the row"
     )

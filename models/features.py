@@ -43,7 +43,7 @@ from sqlmodel.sql.sqltypes import UTCDateTime
 from experiments.rule_ast import FIELDS, GRACE_PERIOD_DAYS
 from models.customer_data import ActivityEvent, Customer, Invoice, PaymentMethod, Subscription
 from models.risk_tables import RiskScore
-from models.sqltime import days_between
+from models.sqltime import days_between, epoch_day
 
 _customers: Table = Customer.__table__  # type: ignore[attr-defined]
 _subscriptions: Table = Subscription.__table__  # type: ignore[attr-defined]
@@ -147,7 +147,14 @@ class _Sources:
 
     def _current_subscription(self) -> Subquery:
         s = _subscriptions
-        columns = ("status", "plan", "billing_interval", "mrr_cents", "current_period_end")
+        columns = (
+            "status",
+            "plan",
+            "billing_interval",
+            "mrr_cents",
+            "current_period_end",
+            "upcoming_invoice_at",
+        )
         history = ("plan_changed_at", "previous_mrr_cents", "previous_billing_interval")
         where = s.c.started_at <= self.at()
         return self._latest(s, "started_at", where, *columns, *history)
@@ -265,6 +272,16 @@ def _contract_ends(s: _Sources) -> ColumnElement[Any]:
     return case((term, days_between(sub.current_period_end, s.at())), else_=None)
 
 
+def _expires_before_charge(s: _Sources) -> ColumnElement[Any]:
+    """The card's last valid day is before the day of the next charge: the upcoming invoice's
+    (``invoice.upcoming``) while it lies ahead, else the end of the current period."""
+    sub = s.subscription
+    upcoming = sub.c.upcoming_invoice_at
+    charge = case((upcoming > s.at(), upcoming), else_=sub.c.current_period_end)
+    before = and_(sub.c.status != "canceled", epoch_day(s.card.c.expires_on) < epoch_day(charge))
+    return func.coalesce(before, false())
+
+
 def _usage_trend(s: _Sources) -> ColumnElement[Any]:
     last = cast(func.coalesce(s.recent.c.usage_last_14d, 0), Float)
     prior = cast(s.recent.c.usage_prior_14d, Float)
@@ -288,6 +305,7 @@ _FEATURES: dict[str, Callable[[_Sources], ColumnElement[Any]]] = {
     ),
     "subscription.days_since_plan_change": _plan_change_days,
     "card_expires_in_days": lambda s: days_between(s.card.c.expires_on, s.at()),
+    "card_expires_before_next_charge": _expires_before_charge,
     "failed_invoices": lambda s: func.coalesce(s.invoices.c.failed_invoices, 0),
     "failed_payments_30d": lambda s: func.coalesce(s.invoices.c.failed_payments_30d, 0),
     "invoice_past_due": lambda s: func.coalesce(s.invoices.c.failed_invoices, 0) > 0,

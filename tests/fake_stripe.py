@@ -1,6 +1,6 @@
 """A local HTTP server on 127.0.0.1 that answers as Stripe's API does for the list endpoints
 Retain reads: list objects newest first, ``limit``, ``starting_after``, ``has_more``, ``created[gt]``,
-``types[]`` on events, Bearer authentication and Stripe's error bodies. It records every request.
+``types[]`` on events, a customer by id, Bearer authentication and Stripe's error bodies. It records every request.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ class FakeStripe:
             "events",
         ):
             items = list(self.objects[segments[1]])
+        elif len(segments) == 3 and segments[1] == "customers":
+            found = [c for c in self.objects["customers"] if c["id"] == segments[2]]
+            if not found:
+                return 404, _error(
+                    "invalid_request_error", f"No such customer: '{segments[2]}'", "resource_missing"
+                )
+            return 200, found[-1]
         elif len(segments) == 4 and segments[1] == "customers" and segments[3] == "payment_methods":
             items = [pm for pm in self.objects["payment_methods"] if pm["customer"] == segments[2]]
         else:

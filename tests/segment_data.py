@@ -141,12 +141,14 @@ def build_data() -> Data:
     d.subscription(101, 1, datetime(2025, 1, 1, tzinfo=UTC), status="canceled")
     d.subscription(102, 1, datetime(2026, 2, 20, tzinfo=UTC), plan="pro", mrr_cents=4950,
                    current_period_end=datetime(2026, 3, 20, tzinfo=UTC),
+                   upcoming_invoice_at=datetime(2026, 3, 31, 2, tzinfo=UTC),  # card: 3-30
                    previous_plan="basic", plan_changed_at=AS_OF - 3 * DAY,
                    previous_mrr_cents=1900, previous_billing_interval="month")  # fmt: skip
     # 2: a downgrade 100 days ago (too old for downgraded_90d) from yearly to quarterly billing
     d.subscription(103, 2, datetime(2025, 6, 1, tzinfo=UTC), billing_interval="quarter",
                    mrr_cents=2950, status="past_due",
                    current_period_end=datetime(2026, 3, 5, tzinfo=UTC),
+                   upcoming_invoice_at=AS_OF - DAY,  # announced, but already past
                    plan_changed_at=AS_OF - 100 * DAY, previous_mrr_cents=3500,
                    previous_billing_interval="year")  # fmt: skip
     # 4: two subscriptions started at the same moment: the higher id (105) is current
@@ -235,6 +237,12 @@ def latest(rows: list[Any], key: Callable[[Any], datetime]) -> Any:
     return max(rows, key=lambda r: (key(r), r.id), default=None)
 
 
+def next_charge(sub: Subscription, as_of: datetime) -> datetime:
+    """The announced upcoming invoice's time while it lies ahead, else the period end."""
+    upcoming = sub.upcoming_invoice_at
+    return upcoming if upcoming is not None and upcoming > as_of else sub.current_period_end
+
+
 def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
     """The features of every customer existing at ``as_of``, computed in plain Python."""
     out: dict[int, dict[str, object]] = {}
@@ -294,6 +302,12 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
             ),
             "card_expires_in_days": (
                 days(datetime.combine(card.expires_on, time(), UTC), as_of) if card else None
+            ),
+            "card_expires_before_next_charge": bool(
+                card
+                and sub
+                and sub.status != "canceled"
+                and card.expires_on < next_charge(sub, as_of).date()
             ),
             "failed_invoices": sum(
                 1

@@ -154,8 +154,8 @@ def test_the_field_catalogue() -> None:
         "customer.country", "customer.locale", "tenure_days", "email_consent", "sms_consent",
         "has_phone", "subscription.status", "subscription.plan", "subscription.billing_interval",
         "subscription.mrr", "subscription.days_to_renewal", "subscription.days_since_plan_change",
-        "card_expires_in_days", "failed_invoices", "usage_last_14d", "usage_prior_14d",
-        "days_since_last_active", "onboarding_completed", "support_tickets_30d",
+        "card_expires_in_days", "card_expires_before_next_charge", "failed_invoices",
+        "usage_last_14d", "usage_prior_14d", "days_since_last_active", "onboarding_completed", "support_tickets_30d",
         "failed_payments_30d", "invoice_past_due", "days_past_due", "in_grace_period", "paused",
         "downgraded_90d", "billing_interval_shortened", "contract_ends_in_days",
         "milestones_completed", "usage_trend", "churn_risk", "churn_risk_decile",
@@ -163,6 +163,7 @@ def test_the_field_catalogue() -> None:
     assert {n for n, f in FIELDS.items() if f.type == "bool"} == {
         "email_consent", "sms_consent", "has_phone", "onboarding_completed", "invoice_past_due",
         "in_grace_period", "paused", "downgraded_90d", "billing_interval_shortened",
+        "card_expires_before_next_charge",
     }  # fmt: skip
     assert {n for n, f in FIELDS.items() if f.unit == "days"} == {
         "tenure_days", "subscription.days_to_renewal", "subscription.days_since_plan_change",

@@ -17,7 +17,7 @@ from models.customer_data import Customer, Invoice, PaymentMethod, Subscription
 from models.imports import stripe_sync
 from models.imports.settings import ImportSettings
 from models.imports.stripe_api import StripeApiError
-from models.imports.stripe_sync import EVENT_RESOURCES, read_cursors, sync_stripe
+from models.imports.stripe_sync import EVENT_TYPES, read_cursors, sync_stripe
 from tests import stripe_fixtures as sf
 from tests.fake_stripe import FakeStripe, running
 
@@ -123,6 +123,9 @@ def test_first_sync_pages_then_incremental_sync_reads_only_changes(
         failed = sf.invoice(2, T0 + 7202, status="open", attempts=1)
         paid = sf.invoice(2, T0 + 7202, status="paid", attempts=2)
         updated_card = sf.card(3, T0 + 3 * 3600 + 3, exp_year=2031)
+        fake.objects["payment_methods"] = [
+            updated_card if pm["id"] == "pm_3" else pm for pm in fake.objects["payment_methods"]
+        ]
         fake.add(
             "events", sf.event("evt_1", "customer.subscription.updated", after + 100, canceled)
         )
@@ -133,8 +136,25 @@ def test_first_sync_pages_then_incremental_sync_reads_only_changes(
             sf.event("evt_4", "payment_method.automatically_updated", after + 400, updated_card),
         )
         fake.add("events", sf.event("evt_0", "customer.subscription.updated", after - 50, canceled))
+        # Cards of customers synced before: cus_1 adds a card and makes it its default; cus_2
+        # removes its only card.
+        added = fake.add("payment_methods", {**sf.card(1, after + 500), "id": "pm_1b"})
+        fake.add("events", sf.event("evt_5", "payment_method.attached", after + 500, added))
+        cus_1 = next(c for c in fake.objects["customers"] if c["id"] == "cus_1")
+        cus_1["invoice_settings"] = {"default_payment_method": "pm_1b"}
+        new_default = sf.event("evt_6", "customer.updated", after + 510, cus_1)
+        new_default["data"]["previous_attributes"] = {"invoice_settings": {}}
+        fake.add("events", new_default)
+        removed = next(pm for pm in fake.objects["payment_methods"] if pm["id"] == "pm_2")
+        fake.objects["payment_methods"].remove(removed)
+        detached = sf.event(
+            "evt_7", "payment_method.detached", after + 520, {**removed, "customer": None}
+        )
+        detached["data"]["previous_attributes"] = {"customer": "cus_2"}
+        fake.add("events", detached)
         second = sync_stripe(engine, settings(fake), now=SECOND, page_size=2)
-        types = {f"types[{i}]": kind for i, kind in enumerate(sorted(EVENT_RESOURCES))}
+        types = {f"types[{i}]": kind for i, kind in enumerate(EVENT_TYPES)}
+        events = {"limit": "2", "created[gt]": str(after), **types}
         assert fake.requests == [
             ("GET", "/v1/customers", {"limit": "2", "created[gt]": str(T0 + 3 * 3600)}),
             (
@@ -144,29 +164,40 @@ def test_first_sync_pages_then_incremental_sync_reads_only_changes(
             ),
             ("GET", "/v1/invoices", {"limit": "2", "created[gt]": str(T0 + 3 * 3600 + 2)}),
             ("GET", "/v1/customers/cus_4/payment_methods", {"limit": "2", "type": "card"}),
-            ("GET", "/v1/events", {"limit": "2", "created[gt]": str(after), **types}),
-            (
-                "GET",
-                "/v1/events",
-                {"limit": "2", "created[gt]": str(after), **types, "starting_after": "evt_3"},
-            ),
+            ("GET", "/v1/events", events),
+            ("GET", "/v1/events", {**events, "starting_after": "evt_6"}),
+            ("GET", "/v1/events", {**events, "starting_after": "evt_4"}),
+            ("GET", "/v1/events", {**events, "starting_after": "evt_2"}),
+            # Customers seen before whose cards changed: their cards again (and, when no event
+            # carried the customer, the customer, for its default card).
+            ("GET", "/v1/customers/cus_3/payment_methods", {"limit": "2", "type": "card"}),
+            ("GET", "/v1/customers/cus_3", {}),
+            ("GET", "/v1/customers/cus_1/payment_methods", {"limit": "2", "type": "card"}),
+            ("GET", "/v1/customers/cus_2/payment_methods", {"limit": "2", "type": "card"}),
         ]
-        assert second.events == 4
+        assert second.events == 7
         assert [(s.entity, s.inserted, s.updated, s.unchanged) for s in second.imports] == [
             ("customers", 1, 0, 0),
             ("subscriptions", 1, 0, 0),
             ("invoices", 1, 0, 0),
             ("payment_methods", 1, 0, 0),
+            ("customers", 0, 0, 1),
             ("subscriptions", 0, 1, 0),
             ("invoices", 0, 1, 0),
-            ("payment_methods", 0, 1, 0),
+            ("payment_methods", 1, 1, 0),
+            ("payment_methods", 0, 1, 2),
         ]
-        assert read_cursors(engine)["events"] == after + 400
+        assert read_cursors(engine)["events"] == after + 520
+        assert read_cursors(engine)["events_read"] == int(SECOND.timestamp())
         db = state(engine)
         assert db["subscriptions"]["sub_1"].status == "canceled"
         assert db["subscriptions"]["sub_1"].canceled_at == datetime.fromtimestamp(after + 100, UTC)
         assert db["invoices"]["in_2"].status == "paid" and db["invoices"]["in_2"].attempts == 2
         assert db["payment_methods"]["pm_3"].exp_year == 2031
+        cards = db["payment_methods"]
+        assert cards["pm_1b"].customer_id == cards["pm_1"].customer_id
+        assert (cards["pm_1b"].is_default, cards["pm_1"].is_default) == (True, False)
+        assert not cards["pm_2"].is_default and cards["pm_3"].is_default
         assert db["subscriptions"]["sub_2"].status == "active" and len(db["customers"]) == 4
 
         fake.requests.clear()
@@ -178,6 +209,18 @@ def test_first_sync_pages_then_incremental_sync_reads_only_changes(
             "/v1/invoices",
             "/v1/events",
         ]
+
+        # No sync for longer than Stripe keeps events: every customer's cards are read again.
+        fake.requests.clear()
+        later = datetime.fromtimestamp(int(SECOND.timestamp()) + 31 * DAY, UTC)
+        fourth = sync_stripe(engine, settings(fake), now=later, page_size=2)
+        listed = sorted(path for _, path, _ in fake.requests if path.endswith("/payment_methods"))
+        assert listed == [f"/v1/customers/cus_{i}/payment_methods" for i in (1, 2, 3, 4)]
+        assert [(s.entity, s.inserted, s.updated, s.unchanged) for s in fourth.imports] == [
+            ("payment_methods", 0, 0, 4)
+        ]
+        assert state(engine)["payment_methods"]["pm_1b"].is_default
+        assert read_cursors(engine)["events_read"] == int(later.timestamp())
 
 
 def test_a_refused_key_is_one_line_without_the_key(

@@ -232,6 +232,8 @@ def test_subscription_card_and_other_events(client: httpx.Client, engine: Engine
         "customer": "cus_0004",
         "subscription": "sub_0004",
         "amount_due": 4900,
+        "currency": "usd",
+        "next_payment_attempt": now + 3 * 86_400,
     }
     assert (
         post(client, sf.event("evt_n", "invoice.upcoming", now - 10, upcoming)).status_code == 200
@@ -260,7 +262,8 @@ def test_subscription_card_and_other_events(client: httpx.Client, engine: Engine
     )
     assert cards["pm_0003"].exp_year == 2030
     outcomes = dict(stored_events(engine))
-    assert outcomes["evt_n"] == "noted: upcoming invoice of 4900 for sub_0004"
+    assert outcomes["evt_n"].startswith("applied: sub_0004 renews ")
+    assert subs["sub_0004"].upcoming_invoice_cents == 4900
     assert outcomes["evt_s"].startswith("rejected: customer 'cus_9'")
     assert "sub_9" not in subs and len(outcomes) == 7
 
@@ -286,3 +289,57 @@ def test_a_failed_payment_puts_the_customer_in_a_dunning_segment_at_once(
     paid["data"]["object"]["parent"]["subscription_details"]["subscription"] = "sub_0000"
     assert post(client, {**paid, "id": "evt_paid_0"}).status_code == 200
     assert customer_id not in select_segment(engine, rule, datetime.now(UTC))
+
+
+def test_an_upcoming_invoice_flags_a_card_that_expires_before_the_charge(
+    client: httpx.Client, engine: Engine
+) -> None:
+    """``invoice.upcoming`` records the announced charge on the subscription; a pre-dunning
+    segment selects the customers whose card will have expired by then."""
+    from experiments.rules import parse_rule
+    from models.segments import select_segment
+
+    rule = parse_rule('card_expires_before_next_charge and subscription.status == "active"')
+    as_of = datetime(2026, 10, 1, tzinfo=UTC)  # card pm_0004 expires 2026-10-31
+    customer_id = rows(engine, Subscription)["sub_0004"].customer_id
+    assert customer_id not in select_segment(engine, rule, as_of)
+
+    def announce(event_id: str, created: int, charge: datetime, amount: int, currency: str) -> str:
+        obj = {
+            "object": "invoice",
+            "customer": "cus_0004",
+            "currency": currency,
+            "amount_due": amount,
+            "next_payment_attempt": int(charge.timestamp()),
+            "parent": {"subscription_details": {"subscription": "sub_0004"}},
+        }
+        answer = post(client, sf.event(event_id, "invoice.upcoming", created, obj))
+        assert answer.status_code == 200
+        return str(answer.json()["outcome"])
+
+    now = int(time.time())
+    before_expiry, after_expiry = (
+        datetime(2026, 10, 29, tzinfo=UTC),
+        datetime(2026, 11, 2, tzinfo=UTC),
+    )
+    assert announce("evt_up1", now - 30, before_expiry, 4_900, "jpy") == (
+        "applied: sub_0004 renews 2026-10-29 00:00 UTC for 4900"
+    )
+    assert customer_id not in select_segment(engine, rule, as_of)
+    # Stripe counts ISK in hundredths; Retain in whole krónur.
+    assert announce("evt_up2", now - 20, after_expiry, 590_000, "isk").startswith("applied")
+    assert customer_id in select_segment(engine, rule, as_of)
+    # An older announcement delivered late changes nothing.
+    assert announce("evt_up0", now - 40, before_expiry, 4_900, "jpy") == (
+        "unchanged: sub_0004 already has this or a later upcoming invoice"
+    )
+    sub = rows(engine, Subscription)["sub_0004"]
+    assert (sub.upcoming_invoice_at, sub.upcoming_invoice_cents) == (after_expiry, 5_900)
+    assert customer_id in select_segment(engine, rule, as_of)
+    unknown = sf.event(
+        "evt_up9",
+        "invoice.upcoming",
+        now,
+        {"object": "invoice", "subscription": "sub_9", "amount_due": 1, "period_end": now},
+    )
+    assert post(client, unknown).json()["outcome"] == "ignored: no subscription sub_9 in Retain yet"

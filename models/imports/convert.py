@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from messaging.contacts import ContactError, check_timezone, normalise_email, normalise_phone
+from models.imports.currency import digits_per_row, power_of_ten
 from models.imports.entities import MONTHS_PER_INTERVAL, TargetField
 from models.imports.mapping import ColumnSpec, Mapping
 
@@ -173,17 +174,69 @@ def _int(raw: pa.Array, field: TargetField, *_: Any) -> _Column:
 
 
 def _amount(
-    raw: pa.Array, field: TargetField, spec: ColumnSpec | None, mapping: Mapping, *_: Any
+    raw: pa.Array,
+    field: TargetField,
+    spec: ColumnSpec | None,
+    mapping: Mapping,
+    done: dict[str, pa.Array],
+    *_: Any,
 ) -> _Column:
+    """A whole number of the row's currency's minor unit (see :mod:`models.imports.currency`)."""
     unit = (spec.amount if spec else None) or mapping.amounts
-    if unit == "cents":
+    currencies = done.get("currency")  # the row's (nulls where not given or not mapped)
+    if mapping.currency is not None:
+        fallback = pa.scalar(mapping.currency.upper(), pa.string())
+        currencies = (
+            pa.array([fallback.as_py()] * len(raw), pa.string())
+            if currencies is None
+            else pc.fill_null(currencies, fallback)
+        )
+    if unit in ("cents", "minor", "stripe"):
         bad = _pattern(raw, r"^-?\d{1,15}$")
         values = pc.cast(_blank_bad(raw, bad), pa.int64())
-        return _Column(values, bad, "not an amount in cents (a whole number such as 4900)")
-    bad = _pattern(raw, r"^-?\d{1,13}(\.\d{1,2})?$")
-    units = pc.cast(_blank_bad(raw, bad), pa.float64())
-    values = pc.cast(pc.round(pc.multiply(units, 100.0)), pa.int64())
-    return _Column(values, bad, "not an amount in units with at most 2 decimals (such as 49.00)")
+        if unit == "stripe":
+            values = _from_stripe(values, currencies)
+        return _Column(values, bad, "not an amount in minor units (a whole number such as 4900)")
+    parts = pc.extract_regex(raw, r"^(?P<sign>-?)(?P<whole>\d{1,15})(?:\.(?P<frac>\d{0,6}))?$")
+    bad = pc.and_(pc.is_valid(raw), pc.is_null(parts))
+    digits = digits_per_row(currencies, len(raw))
+    frac_text = pc.utf8_rpad(pc.fill_null(pc.struct_field(parts, "frac"), ""), 6, "0")
+    frac = pc.cast(frac_text, pa.int64())  # millionths of a unit
+    step = power_of_ten(pc.subtract(6, digits))  # millionths per minor unit
+    too_fine = pc.fill_null(pc.not_equal(pc.multiply(pc.divide(frac, step), step), frac), False)
+    minor = pc.add(
+        pc.multiply(pc.cast(pc.struct_field(parts, "whole"), pa.int64()), power_of_ten(digits)),
+        pc.divide(frac, step),
+    )
+    negative = pc.equal(pc.struct_field(parts, "sign"), "-")
+    values = pc.if_else(negative, pc.negate(minor), minor)
+    bad = pc.or_(bad, too_fine)
+    values = pc.if_else(bad, pa.scalar(None, pa.int64()), values)
+    reasons = _per_row(
+        "not an amount in units (such as 49.00; a decimal point, no thousands separators)", len(raw)
+    )
+    if pc.any(too_fine).as_py():
+        codes = currencies.to_pylist() if currencies is not None else [None] * len(raw)
+        places = digits.to_pylist()
+        for i in pc.indices_nonzero(too_fine).to_pylist():
+            reasons[i] = (
+                f"more decimals than {codes[i] or 'the currency'} has ({places[i]}); "
+                "check the amount and its currency"
+            )
+    return _Column(values, bad, reasons)
+
+
+def _from_stripe(values: pa.Array, currencies: pa.Array | None) -> pa.Array:
+    """Stripe's smallest unit to the currency's minor unit (ISK, HUF: Stripe counts 2 decimals,
+    CLDR none), rounding half to even where Stripe's unit is finer."""
+    n = len(values)
+    shift = pc.subtract(digits_per_row(currencies, n), digits_per_row(currencies, n, stripe=True))
+    if not pc.any(pc.not_equal(shift, 0)).as_py():
+        return values
+    up = pc.multiply(values, power_of_ten(pc.max_element_wise(shift, 0)))
+    down = power_of_ten(pc.max_element_wise(pc.negate(shift), 0))
+    exact = pc.divide(pc.cast(up, pa.float64()), pc.cast(down, pa.float64()))
+    return pc.cast(pc.round(exact, round_mode="half_to_even"), pa.int64())
 
 
 def _timestamp(

@@ -77,6 +77,8 @@ MONTHS_PER_INTERVAL = {"month": 1, "quarter": 3, "year": 12}
 
 _ID = TargetField("external_id", "text", required=True)
 _CUSTOMER = TargetField("customer", "ref", required=True, stage_only=True, refers_to="customers")
+# The currency of a row's amounts (how many decimals they have); before the amounts it scales.
+_CURRENCY = TargetField("currency", "code", stage_only=True)
 
 ENTITIES: dict[str, Entity] = {
     "customers": Entity(
@@ -102,6 +104,7 @@ ENTITIES: dict[str, Entity] = {
         (
             _ID,
             _CUSTOMER,
+            _CURRENCY,
             TargetField("plan", "text", required=True),
             TargetField("billing_interval", "choice", required=True, choices=INTERVALS),
             TargetField("mrr_cents", "amount", required=True),
@@ -119,6 +122,7 @@ ENTITIES: dict[str, Entity] = {
             _ID,
             _CUSTOMER,
             TargetField("subscription", "ref", stage_only=True, refers_to="subscriptions"),
+            _CURRENCY,
             TargetField("amount_cents", "amount", required=True),
             TargetField("status", "choice", required=True, choices=INVOICE_STATUSES),
             TargetField("attempts", "int", default=1),

@@ -2,11 +2,14 @@
 
 ```yaml
 entity: invoices            # customers | subscriptions | invoices | payment_methods | activity_events
-amounts: cents              # default unit of amount fields: cents | units (2 decimals)
+amounts: units              # amount fields: cents (minor units) | units (decimals of the
+                            # row's currency: JPY 0, EUR 2, KWD 3) | stripe (Stripe's unit)
+currency: EUR               # currency of rows without a mapped currency column (default: USD)
 timestamps: unix            # default of timestamp fields: unix | unix_ms | iso | auto
 columns:
   external_id: id
   customer: Customer
+  currency: Currency
   amount_cents: {column: Amount Due}
   status: {column: Status, values: {paid: paid, open: open, uncollectible: failed, void: void}}
   due_at: {column: Due Date (UTC), time: iso}
@@ -31,7 +34,9 @@ from ruamel.yaml.error import MarkedYAMLError
 from experiments.loader import _describe, _line_of, _plain
 from models.imports.entities import ENTITIES, Entity, EntityName
 
-AmountUnit = Literal["cents", "units"]
+# cents/minor: whole minor units of the row's currency (cents, yen, fils); units: a decimal amount
+# (49.00, 4900 for JPY, 4.900 for KWD); stripe: Stripe's smallest unit (see models.imports.currency)
+AmountUnit = Literal["cents", "minor", "units", "stripe"]
 TimeFormat = Literal["unix", "unix_ms", "iso", "auto"]
 SHIPPED = Path(__file__).parent / "mappings"
 
@@ -69,6 +74,7 @@ class Mapping(BaseModel):
     format: Literal["csv", "parquet"] | None = None
     delimiter: str = Field(",", min_length=1, max_length=1)
     amounts: AmountUnit = "cents"
+    currency: str | None = Field(None, pattern=r"^[A-Za-z]{3}$")
     timestamps: TimeFormat = "auto"
     booleans: Booleans = Booleans()
     phone_region: str | None = Field(None, pattern=r"^[A-Za-z]{2}$")

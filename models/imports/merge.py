@@ -7,11 +7,15 @@ changed. Everything runs on the caller's connection, inside the caller's transac
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import (
     BigInteger,
@@ -25,10 +29,13 @@ from sqlalchemy import (
     and_,
     case,
     func,
+    insert,
+    inspect,
     literal,
     or_,
     select,
     true,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -36,7 +43,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from models.bulk import table
+from models.bulk import foreign_keys_deferred, secondary_indexes_deferred, table
 from models.customer_data import Customer
 from models.imports.convert import Reject
 from models.imports.entities import ENTITIES, Entity
@@ -58,10 +65,15 @@ class MergeCounts:
     suppressions: int = 0
 
 
+WORK_MEM = "256MB"
+
+
 def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] = ()) -> Table:
     """A temporary table for ``entity``'s staged columns (plus ``line``)."""
     pg = connection.dialect.name == "postgresql"
-    timestamp: Any = BigInteger  # microseconds since 1970, UTC (see from_epoch_us)
+    # PostgreSQL: microseconds since 1970, UTC (see from_epoch_us); SQLite: the stored text, made
+    # by pyarrow's cast in write_stage (formatting a million times in SQL costs seconds).
+    timestamp: Any = BigInteger if pg else Text
     columns = [Column("line", Integer)]
     for field in entity.fields:
         kind = timestamp if field.kind == "timestamp" else _TYPES.get(field.kind, Text)
@@ -76,10 +88,21 @@ def create_stage(connection: Connection, entity: Entity, extra: tuple[str, ...] 
         connection.exec_driver_sql("PRAGMA temp_store = MEMORY")
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {'' if pg else 'temp.'}{name}")
     stage = Table(name, MetaData(), *columns, prefixes=["TEMPORARY"])
+    stage.info["timestamps"] = [
+        *(f.name for f in entity.fields if f.kind == "timestamp"),
+        *extra,
+    ]
     stage.create(connection)
     if pg:
         connection.exec_driver_sql("SET LOCAL timezone = 'UTC'")
+        # The resolve joins a million staged rows to the target and the parents: hash tables in
+        # memory, not spilled to temporary files in batches (the default is 4 MB; this
+        # transaction only, per hash table, allocated only as needed).
+        connection.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
     return stage
+
+
+SQLITE_ROWS = 25_000  # rows turned into Python tuples at a time for SQLite's executemany
 
 
 def write_stage(connection: Connection, stage: Table, rows: pa.Table) -> None:
@@ -100,11 +123,18 @@ def write_stage(connection: Connection, stage: Table, rows: pa.Table) -> None:
         ):
             copy.write(buffer.getvalue())
         return
+    for name in stage.info["timestamps"]:
+        if name in names:
+            # ``YYYY-MM-DD HH:MM:SS.ffffff``: the text SQLAlchemy stores a datetime as on SQLite.
+            position = rows.column_names.index(name)
+            text = pc.cast(pc.cast(rows.column(name), pa.timestamp("us")), pa.string())
+            rows = rows.set_column(position, name, text)
     marks = ", ".join("?" * len(names))
-    values = list(zip(*(column.to_pylist() for column in rows.columns), strict=True))
-    connection.exec_driver_sql(
-        f"INSERT INTO temp.{stage.name} ({column_list}) VALUES ({marks})", values
-    )
+    insert_rows = f"INSERT INTO temp.{stage.name} ({column_list}) VALUES ({marks})"
+    for start in range(0, rows.num_rows, SQLITE_ROWS):  # bounded memory: Python rows per slice
+        part = rows.slice(start, SQLITE_ROWS)
+        values = list(zip(*(column.to_pylist() for column in part.columns), strict=True))
+        connection.exec_driver_sql(insert_rows, values)
 
 
 def reject_duplicates(connection: Connection, stage: Table) -> list[Reject]:
@@ -139,23 +169,28 @@ def merge(
 ) -> tuple[MergeCounts, list[Reject]]:
     """Upsert the staged rows into the entity's table by ``external_id``; count what changed.
 
-    One pass resolves every staged row (its parents' ids, whether it exists and whether anything
-    differs) into a temporary table; rows whose parent is unknown are rejected; then only new and
+    One pass resolves the staged rows (their parents' ids, whether they exist and whether
+    anything differs) and keeps the new and changed ones in a temporary table; rows whose parent is unknown are rejected; then only new and
     changed rows are merged. New rows get every column (defaults for unmapped fields: no consent,
     say); existing rows only the ``mapped`` fields, so a file without a consent column never
     revokes consent given elsewhere.
     """
     target = entity.table
     updatable = _updatable(entity, mapped)
+    if connection.dialect.name == "postgresql":
+        # Planner statistics for the fresh stage (a sample), so the joins below are hash joins.
+        connection.exec_driver_sql(f"ANALYZE {stage.name}")
+    staged = connection.execute(select(func.count()).select_from(stage)).scalar_one()
     resolved, refs = _resolve(connection, stage, entity, updatable)
     rejects = _unknown_parents(connection, resolved, refs)
-    rows, existing, changed = connection.execute(
+    new, changed = connection.execute(
         select(
-            func.count(),
-            func.count(resolved.c.target_id),
+            func.count() - func.count(resolved.c.target_id),
             func.coalesce(func.sum(resolved.c.changed), 0),
         )
     ).one()
+    rows = staged - len({reject.line for reject in rejects})
+    existing = rows - new
 
     module: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
     names = [c.name for c in resolved.c if c.name in target.c]
@@ -163,27 +198,103 @@ def merge(
     if "updated_at" in target.c:
         names.append("updated_at")
         columns.append(literal(now, target.c.updated_at.type).label("updated_at"))
-    wanted = or_(resolved.c.target_id.is_(None), resolved.c.changed == 1)
-    statement = module.insert(target).from_select(names, select(*columns).where(wanted))
-    excluded = statement.excluded
-    kept = (*updatable, "updated_at", "source_updated_at")
-    assignments: dict[str, Any] = {name: excluded[name] for name in names if name in kept}
-    if entity.name == "subscriptions":
-        assignments.update(_plan_history(target, excluded))
     versioned = "source_updated_at" in resolved.c
-    statement = statement.on_conflict_do_update(
-        index_elements=["external_id"],
-        set_=assignments,
-        where=and_(
-            or_(*(target.c[n].is_distinct_from(excluded[n]) for n in names if n in updatable)),
-            _newer(excluded.source_updated_at, target) if versioned else true(),
-        ),
-    )
-    connection.execute(statement)
+
+    def upsert(wanted: ColumnElement[bool]) -> Any:
+        statement = module.insert(target).from_select(names, select(*columns).where(wanted))
+        excluded = statement.excluded
+        kept = (*updatable, "updated_at", "source_updated_at")
+        assignments: dict[str, Any] = {name: excluded[name] for name in names if name in kept}
+        if entity.name == "subscriptions":
+            assignments.update(_plan_history(target, excluded))
+        return statement.on_conflict_do_update(
+            index_elements=["external_id"],
+            set_=assignments,
+            where=and_(
+                or_(*(target.c[n].is_distinct_from(excluded[n]) for n in names if n in updatable)),
+                _newer(excluded.source_updated_at, target) if versioned else true(),
+            ),
+        )
+
+    is_new = resolved.c.target_id.is_(None)
+    if changed:
+        # Existing rows that differ: one UPDATE … FROM joined on the resolved ids (re-checking the
+        # change, should another writer have got there first).
+        kept = (*updatable, "updated_at", "source_updated_at")
+        values: dict[str, Any] = {
+            name: expr for name, expr in zip(names, columns, strict=True) if name in kept
+        }
+        if entity.name == "subscriptions":
+            incoming = SimpleNamespace(
+                plan=resolved.c.plan,
+                billing_interval=resolved.c.billing_interval,
+                updated_at=values["updated_at"],
+            )
+            values.update(_plan_history(target, incoming))
+        connection.execute(
+            update(target)
+            .where(
+                target.c.id == resolved.c.target_id,
+                resolved.c.changed == 1,
+                or_(
+                    *(target.c[n].is_distinct_from(resolved.c[n]) for n in names if n in updatable)
+                ),
+                _newer(resolved.c.source_updated_at, target) if versioned else true(),
+            )
+            .values(values)
+        )
+    if new and _worth_deferring(connection, target, new):
+        # A bulk load: the new rows with a plain INSERT while the target's plain indexes, foreign
+        # keys and (PostgreSQL) unique id index are dropped; they are built again, and checked, in
+        # one pass each before the commit.
+        with ExitStack() as deferred:
+            deferred.enter_context(secondary_indexes_deferred(connection, [target.name]))
+            deferred.enter_context(foreign_keys_deferred(connection, [target.name]))
+            deferred.enter_context(_unique_id_deferred(connection, target))
+            connection.execute(insert(target).from_select(names, select(*columns).where(is_new)))
+    elif new:
+        # New rows through the upsert: a row another writer inserted meanwhile is updated instead.
+        connection.execute(upsert(is_new))
     resolved.drop(connection)
     added = _suppressions(connection, stage, now) if entity.name == "customers" else 0
-    counts = MergeCounts(rows, rows - existing, int(changed), existing - int(changed), added)
+    counts = MergeCounts(rows, new, int(changed), existing - int(changed), added)
     return counts, rejects
+
+
+# Inserting at least this many rows, and at least as many as the table holds, drops the target's
+# plain indexes and (PostgreSQL) foreign keys for the insert and builds them again after: one sort
+# per index and one join per key instead of a B-tree insert and a trigger per row. The rows' parents
+# were resolved by the same transaction, so re-adding the keys cannot fail on them.
+DEFER_INDEXES_ROWS = 50_000
+
+
+def _worth_deferring(connection: Connection, target: Table, new: int) -> bool:
+    if new < DEFER_INDEXES_ROWS:
+        return False
+    stored = connection.execute(select(func.count()).select_from(target)).scalar_one()
+    return new >= stored
+
+
+@contextmanager
+def _unique_id_deferred(connection: Connection, target: Table) -> Iterator[None]:
+    """PostgreSQL: the unique constraint on ``external_id`` dropped, and added back (one sort, and
+    the check that no id repeats) at the end. The staged ids are distinct and new, so it holds."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    keys = [
+        key["name"]
+        for key in inspect(connection).get_unique_constraints(target.name)
+        if key["column_names"] == ["external_id"] and key["name"]
+    ]
+    quote = connection.dialect.identifier_preparer.quote
+    for key in keys:
+        connection.exec_driver_sql(f"ALTER TABLE {quote(target.name)} DROP CONSTRAINT {quote(key)}")
+    yield
+    for key in keys:
+        connection.exec_driver_sql(
+            f"ALTER TABLE {quote(target.name)} ADD CONSTRAINT {quote(key)} UNIQUE (external_id)"
+        )
 
 
 def _resolve(
@@ -199,6 +310,7 @@ def _resolve(
     ]
     exprs: list[Any] = []
     refs: list[tuple[str, str, str]] = []  # (ref column, id column, parent entity)
+    parent_ids: list[tuple[str, Any]] = []
     from_clause: Any = stage
     for c in stage.columns:
         field = entity.field(c.name)
@@ -210,12 +322,13 @@ def _resolve(
             out += [Column(f"{c.name}_ref", Text), Column(f"{c.name}_id", Integer)]
             exprs += [c, parent.c.id]
             refs.append((f"{c.name}_ref", f"{c.name}_id", field.refers_to))
+            parent_ids.append((f"{c.name}_ref", parent.c.id))
         elif c.name not in entity.table.c:
             continue
         elif c.name == "source_updated_at" or (field is not None and field.kind == "timestamp"):
             stored = entity.table.c[c.name].type
             out.append(Column(c.name, stored if pg else Text))
-            exprs.append(from_epoch_us(c, stored))
+            exprs.append(from_epoch_us(c, stored) if pg else c)
         else:
             out.append(Column(c.name, c.type))
             exprs.append(c)
@@ -229,11 +342,20 @@ def _resolve(
     if "source_updated_at" in values:
         differs = and_(differs, _newer(values["source_updated_at"], target))
     changed = case((target.c.id.is_(None), 0), (differs, 1), else_=0)
+    # Only rows that need something are kept: new ones, changed ones, and those whose parent is
+    # unknown (to reject). Re-importing an unchanged file writes nothing here.
+    unknown = [
+        and_(stage.c[ref.removesuffix("_ref")].is_not(None), values_id.is_(None))
+        for ref, values_id in parent_ids
+    ]
+    wanted = or_(target.c.id.is_(None), differs, *unknown)
     name = f"resolved_{entity.name}"
     connection.exec_driver_sql(f"DROP TABLE IF EXISTS {'' if pg else 'temp.'}{name}")
     resolved = Table(name, MetaData(), *out, prefixes=["TEMPORARY"])
     resolved.create(connection)
-    query = select(stage.c.line, target.c.id, changed, *exprs).select_from(from_clause)
+    query = (
+        select(stage.c.line, target.c.id, changed, *exprs).select_from(from_clause).where(wanted)
+    )
     connection.execute(resolved.insert().from_select([col.name for col in out], query))
     return resolved, refs
 

@@ -61,6 +61,18 @@ def read_file(path: Path, mapping: Mapping, batch_rows: int = BATCH_ROWS) -> Ite
 
 
 def _check_columns(found: list[str], mapping: Mapping) -> None:
+    twice = [name for name in mapping.source_columns() if found.count(name) > 1]
+    if twice:
+        raise StructuralError(
+            [
+                (
+                    1,
+                    f"column {name!r} appears {found.count(name)} times in the header; "
+                    "rename the copies so the mapping reads one",
+                )
+                for name in twice
+            ]
+        )
     missing = [name for name in mapping.source_columns() if name not in found]
     if missing:
         raise StructuralError(
@@ -76,11 +88,13 @@ def _check_columns(found: list[str], mapping: Mapping) -> None:
 
 
 def _read_csv(path: Path, mapping: Mapping) -> Iterator[Batch]:
+    with path.open("rb") as handle:
+        first = handle.readline(1 << 20)  # the header line only: a bad byte below is not its fault
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle, delimiter=mapping.delimiter), None)
+        text = first.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise StructuralError([(1, f"the header is not UTF-8 text ({error.reason})")]) from None
+    header = next(csv.reader([text.rstrip("\r\n")], delimiter=mapping.delimiter), None)
     if not header:
         raise StructuralError([(1, "the file is empty; it needs a header row")])
     _check_columns(header, mapping)
@@ -97,21 +111,31 @@ def _read_csv(path: Path, mapping: Mapping) -> Iterator[Batch]:
         )
         return "skip"
 
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=8 << 20),
-        parse_options=pacsv.ParseOptions(
-            delimiter=mapping.delimiter,
-            newlines_in_values=True,
-            invalid_row_handler=on_invalid_row,
-        ),
-        convert_options=pacsv.ConvertOptions(
-            include_columns=wanted,
-            column_types=dict.fromkeys(wanted, pa.string()),
-            strings_can_be_null=False,
-        ),
-    )
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=8 << 20),
+            parse_options=pacsv.ParseOptions(
+                delimiter=mapping.delimiter,
+                newlines_in_values=True,
+                invalid_row_handler=on_invalid_row,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=wanted,
+                column_types=dict.fromkeys(wanted, pa.string()),
+                strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        raise StructuralError([(None, _unreadable(error))]) from None
     return _csv_batches(reader, invalid)
+
+
+def _unreadable(error: Exception) -> str:
+    message = str(error).split("\n")[0]
+    if "UTF8" in message or isinstance(error, UnicodeDecodeError):
+        return f"the file is not UTF-8 text ({message}); export it as UTF-8"
+    return f"the file cannot be read as CSV ({message}); is it truncated?"
 
 
 def _line_of_text(path: Path, text: str) -> int | None:
@@ -133,10 +157,7 @@ def _csv_batches(
             yield Batch(batch, line)
             line += batch.num_rows
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
-        message = str(error).split("\n")[0]
-        raise StructuralError(
-            [(None, f"the file cannot be read as CSV ({message}); is it truncated or not UTF-8?")]
-        ) from None
+        raise StructuralError([(None, _unreadable(error))]) from None
     if invalid:
         raise StructuralError(invalid)
 
@@ -147,6 +168,23 @@ def _read_parquet(path: Path, mapping: Mapping, batch_rows: int) -> Iterator[Bat
     except (pa.ArrowInvalid, OSError) as error:
         raise StructuralError([(None, f"not a readable Parquet file ({error})")]) from None
     _check_columns(parquet.schema_arrow.names, mapping)
+    schema = parquet.schema_arrow
+    nested = [
+        (name, schema.field(name).type)
+        for name in mapping.source_columns()
+        if pa.types.is_nested(schema.field(name).type)
+    ]
+    if nested:
+        raise StructuralError(
+            [
+                (
+                    None,
+                    f"column {name!r} holds {kind} values; map a column of text, numbers, "
+                    "booleans, dates or times",
+                )
+                for name, kind in nested
+            ]
+        )
     row = 1
     try:
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=mapping.source_columns()):

@@ -63,6 +63,12 @@ def list_payment_methods(
             yield item.to_dict()
 
 
+def retrieve_customer(client: stripe.StripeClient, customer: str) -> dict[str, Any]:
+    """One customer (its default payment method and source are what Retain reads)."""
+    with _errors("a customer"):
+        return dict(client.v1.customers.retrieve(customer).to_dict())
+
+
 def verify_event(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
     """The event in ``payload`` if ``signature`` (the ``Stripe-Signature`` header) is Stripe's
     HMAC of it with ``secret``, made within the last five minutes; else :class:`WebhookRejected`."""

@@ -45,9 +45,11 @@ API_MAPPINGS: dict[str, Mapping] = {
         {
             "entity": "subscriptions",
             "timestamps": "unix",
+            "amounts": "stripe",
             "columns": {
                 "external_id": "id",
                 "customer": "customer",
+                "currency": "currency",
                 "plan": "plan",
                 "billing_interval": "interval",
                 "mrr_cents": {"column": "amount", "per_interval": True},
@@ -63,9 +65,11 @@ API_MAPPINGS: dict[str, Mapping] = {
         {
             "entity": "invoices",
             "timestamps": "unix",
+            "amounts": "stripe",
             "columns": {
                 "external_id": "id",
                 "customer": "customer",
+                "currency": "currency",
                 "subscription": "subscription",
                 "amount_cents": "amount_due",
                 "status": {
@@ -94,6 +98,10 @@ API_MAPPINGS: dict[str, Mapping] = {
         }
     ),
 }
+# A customer's full list of cards, read with its default: here ``is_default`` is known.
+LISTED_CARDS = API_MAPPINGS["payment_methods"].model_copy(
+    update={"columns": {**API_MAPPINGS["payment_methods"].columns, "is_default": "is_default"}}
+)
 PAUSED_SUBSCRIPTIONS = API_MAPPINGS["subscriptions"].model_copy(
     update={"columns": {**API_MAPPINGS["subscriptions"].columns, "paused_at": "paused_at"}}
 )
@@ -142,6 +150,7 @@ def subscription_row(obj: dict[str, Any], paused_at: int | None = None) -> Row:
     return {
         "id": obj["id"],
         "customer": _text(obj.get("customer")),
+        "currency": _text(obj.get("currency") or price.get("currency")),
         "plan": _text(price.get("nickname") or price.get("lookup_key") or price.get("id")),
         "interval": _interval(price),
         "amount": str(amount),
@@ -167,12 +176,38 @@ def invoice_row(obj: dict[str, Any], failed: bool = False) -> Row:
         "id": obj["id"],
         "customer": _text(obj.get("customer")),
         "subscription": _text(obj.get("subscription") or parent.get("subscription")),
+        "currency": _text(obj.get("currency")),
         "amount_due": _text(obj.get("amount_due")),
         "status": _text(status),
         "attempt_count": _text(obj.get("attempt_count")),
         "due": _text(obj.get("due_date") or obj.get("created")),
         "paid_at": _text(transitions.get("paid_at")),
     }
+
+
+def default_card(customer: dict[str, Any]) -> str | None:
+    """The id of the card Stripe charges a customer's invoices to: the invoice settings' default
+    payment method, else the legacy default source (either may be expanded to an object)."""
+    settings = customer.get("invoice_settings") or {}
+    for value in (settings.get("default_payment_method"), customer.get("default_source")):
+        if isinstance(value, dict):
+            value = value.get("id")
+        if value:
+            return str(value)
+    return None
+
+
+def listed_cards(cards: list[dict[str, Any]], customer: dict[str, Any] | None) -> list[Row]:
+    """A customer's cards as rows with ``is_default``: its default card, or, when it has none
+    set, its newest card (the one a team would call the card on file)."""
+    default = default_card(customer) if customer else None
+    if default not in {card["id"] for card in cards}:
+        newest = max(cards, key=lambda card: (card.get("created") or 0, card["id"]), default=None)
+        default = newest["id"] if newest else None
+    return [
+        {**payment_method_row(card), "is_default": "true" if card["id"] == default else "false"}
+        for card in cards
+    ]
 
 
 def payment_method_row(obj: dict[str, Any], created: int | None = None) -> Row:

@@ -28,7 +28,7 @@ from models.imports.run import stage_and_merge
 from models.imports.settings import ImportSettings
 from models.imports.stripe_api import WebhookRejected, verify_event
 from models.imports.stripe_objects import API_MAPPINGS, PAUSED_SUBSCRIPTIONS, rows_table
-from models.imports.stripe_sync import event_row
+from models.imports.stripe_sync import event_row, note_upcoming
 from models.imports.tables import StripeEvent
 
 HANDLED = {
@@ -115,10 +115,8 @@ def handle_event(engine: Engine, event: dict[str, Any], payload: str, now: datet
 def apply_event(connection: Connection, event: dict[str, Any], now: datetime) -> str:
     """Apply one verified event's object to the customer tables (caller's transaction)."""
     kind = event["type"]
-    obj = event["data"]["object"]
     if kind == "invoice.upcoming":
-        # The upcoming invoice has no id yet: nothing to store but the event itself.
-        return f"noted: upcoming invoice of {obj.get('amount_due')} for {obj.get('subscription') or obj.get('customer')}"
+        return note_upcoming(connection, event, now)[0]
     resource = HANDLED.get(kind)
     if resource is None:
         return "ignored: not an event Retain uses"
