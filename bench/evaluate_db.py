@@ -140,6 +140,22 @@ def build(engine: Any, customers: int, seed: int) -> int:
     return experiment_id
 
 
+def built(engine: Any, customers: int) -> int | None:
+    """The experiment an earlier run built in this database with ``customers`` customers."""
+    from sqlalchemy import func, select
+
+    from models.bulk import table
+    from models.records import Assignment, Experiment
+
+    e, a = table(Experiment), table(Assignment)
+    with engine.connect() as c:
+        found = c.execute(select(e.c.id).where(e.c.key == "big")).scalar()
+        if found is None:
+            return None
+        count = c.execute(select(func.count()).where(a.c.experiment_id == found)).scalar()
+    return int(found) if count == customers else None
+
+
 timings: dict[str, float] = {}
 
 
@@ -315,30 +331,41 @@ def main() -> None:
         "--repeat", type=int, default=2, help="runs of each timing; the best counts"
     )
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep a database an earlier run built with the same --customers (skips the build)",
+    )
     args = parser.parse_args()
 
     import models.daily_aggregates as daily
     import models.evaluation as evaluation
     from experiments.loader import parse_spec
-    from models.db import analyze, make_engine
+    from models.bulk import analyze
+    from models.db import make_engine
     from models.migrate import upgrade
 
     url = args.database_url
     if url is None:
         path = Path("bench/out/evaluate.db")
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob("evaluate.db*"):
+        for stale in path.parent.glob("evaluate.db*") if not args.reuse else ():
             stale.unlink()
         url = f"sqlite:///{path}"
     engine = make_engine(url)
     dialect = engine.dialect.name
     upgrade(engine)
-    start = time.perf_counter()
-    experiment_id = build(engine, args.customers, args.seed)
-    analyze(engine)
-    print(
-        f"built {args.customers:,} assigned customers in {time.perf_counter() - start:.0f} s ({dialect})"
-    )
+    experiment_id = built(engine, args.customers) if args.reuse else None
+    if experiment_id is None:
+        start = time.perf_counter()
+        experiment_id = build(engine, args.customers, args.seed)
+        analyze(engine)
+        print(
+            f"built {args.customers:,} assigned customers in {time.perf_counter() - start:.0f} s"
+            f" ({dialect})"
+        )
+    else:
+        print(f"reusing {args.customers:,} assigned customers ({dialect})")
     as_of = T0 + timedelta(days=SPREAD_DAYS + 1)
 
     # The baseline is the faster of JIT on and off (the evaluation keeps the server's setting).

@@ -18,8 +18,7 @@ import pyarrow.compute as pc
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection, Engine
 
-from models.bulk import table
-from models.db import analyze
+from models.bulk import analyze, table
 from models.imports.convert import Reject, convert_batch
 from models.imports.mapping import Mapping
 from models.imports.merge import (
