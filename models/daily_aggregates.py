@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from experiments.metrics import CATALOGUE
@@ -33,7 +33,7 @@ from experiments.stats.survival import SurvivalCounts
 from models.aggregate_records import AggregateMark, MetricDay, SurvivalDay
 from models.balance_sql import COVARIATES, covariate_moments
 from models.bulk import insert_ignoring_conflicts, table
-from models.metric_sql import metric_moments
+from models.metric_sql import experiment_rows, metric_moments
 from models.moments import Moments
 from models.survival_sql import (
     Tallies,
@@ -47,7 +47,9 @@ from models.survival_sql import (
 # in the databases' day arithmetic can never make a stored day differ from a recount.
 MARGIN = timedelta(minutes=1)
 Groups = dict[tuple[str, date], Moments]
-Fresh = Callable[[date | None], Groups]
+Fresh = Callable[[date | None, int], Groups]
+"""The groups of the days on or after a day (all days for None), given how many customers the
+stored days before it hold."""
 MOMENT_FIELDS = ("n", "shift_y", "sum_y", "sum_y2", "shift_x", "sum_x", "sum_x2", "sum_xy")
 
 
@@ -116,7 +118,7 @@ def _incremental_moments(
     final = final_before(as_of, window_days)
     since = min(mark, final) if mark is not None else None
     stored = _stored_moments(connection, experiment_id, key, since) if since else {}
-    fresh: dict[tuple[str, date], Moments] = fresh_since(since)
+    fresh: dict[tuple[str, date], Moments] = fresh_since(since, sum(m.n for m in stored.values()))
     rows = [
         {"experiment_id": experiment_id, "key": key, "metric": metric, "arm": arm, "day": day}
         | {f: getattr(m, f) for f in MOMENT_FIELDS}
@@ -128,6 +130,25 @@ def _incremental_moments(
     )
     _move_mark(connection, experiment_id, key, final, as_of)
     return stored | fresh
+
+
+def _few(
+    connection: Connection,
+    experiment_id: int,
+    as_of: datetime,
+    window_days: float,
+    since: date | None,
+    stored: int,
+) -> bool:
+    """Whether the customers matured since ``since`` are few next to the ``stored`` ones (a
+    tenth or less): then looking up each one's events by index (PostgreSQL) reads less than
+    joining the whole event tables, which the planner prefers without knowing how few they are.
+    SQLite joins by index anyway."""
+    if since is None or connection.dialect.name != "postgresql":
+        return False
+    a = experiment_rows(experiment_id, as_of, window_days, since)
+    count = connection.execute(select(func.count()).select_from(a)).scalar_one()
+    return int(count) * 10 <= stored
 
 
 def per_arm(groups: Mapping[tuple[str, date], Moments]) -> dict[str, Moments]:
@@ -152,8 +173,9 @@ def metric_statistics(
     ``lookback_days`` is given): stored final days plus the days since, aggregated now."""
     costs = costs or Costs()
     key = metric_key(name, lookback_days, costs)
+    window = CATALOGUE[name].window_days
 
-    def fresh(since: date | None) -> dict[tuple[str, date], Moments]:
+    def fresh(since: date | None, stored: int) -> dict[tuple[str, date], Moments]:
         return metric_moments(
             connection,
             experiment_id,
@@ -163,10 +185,10 @@ def metric_statistics(
             costs=costs,
             lookback_days=lookback_days,
             since=since,
+            lookups=_few(connection, experiment_id, as_of, window, since, stored),
         )
 
     with engine.begin() as connection:
-        window = CATALOGUE[name].window_days
         groups = _incremental_moments(connection, experiment_id, key, name, as_of, window, fresh)
     return per_arm(groups)
 
@@ -180,7 +202,7 @@ def covariate_statistics(
         cache: dict[date | None, dict[str, dict[tuple[str, date], Moments]]] = {}
 
         def fresh_of(name: str) -> Fresh:
-            def fresh(since: date | None) -> dict[tuple[str, date], Moments]:
+            def fresh(since: date | None, _stored: int) -> dict[tuple[str, date], Moments]:
                 if since not in cache:
                     cache[since] = covariate_moments(connection, experiment_id, arms, since)
                 return cache[since][name]
@@ -222,8 +244,10 @@ def _replace_survival(
 ) -> None:
     """Write the rows of ``new`` that differ from ``old`` (the stored rows of the same days)."""
     days = table(SurvivalDay)
-    flat_old = {(a, d, c): v for (a, d), by_day in old.items() for c, v in by_day.items()}
-    flat_new = {(a, d, c): v for (a, d), by_day in new.items() for c, v in by_day.items()}
+    # Only the cohorts that changed (the final ones and most events stay as they were).
+    changed_cohorts = [k for k in old.keys() | new.keys() if old.get(k) != new.get(k)]
+    flat_old = {(*k, c): v for k in changed_cohorts for c, v in old.get(k, {}).items()}
+    flat_new = {(*k, c): v for k in changed_cohorts for c, v in new.get(k, {}).items()}
     key = {"experiment_id": experiment_id, "horizon_days": horizon_days}
 
     def where() -> list[Any]:
