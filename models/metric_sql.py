@@ -100,12 +100,14 @@ def _recovers_owed_payment(paid: Any, a: Any) -> ColumnElement[bool]:
     owed = table(Invoice).alias("owed")
     return and_(
         paid.c.status == "paid",
-        exists().where(
+        exists()
+        .where(
             owed.c.customer_id == a.c.customer_id,
             owed.c.due_at < a.c.assigned_at,
             owed.c.status != "void",
             or_(owed.c.paid_at.is_(None), owed.c.paid_at >= a.c.assigned_at),
-        ),
+        )
+        .correlate(a),  # the assignment row, also from a LATERAL lookup (see _term_values)
     )
 
 
