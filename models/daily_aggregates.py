@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from experiments.metrics import CATALOGUE
@@ -33,7 +33,7 @@ from experiments.stats.survival import SurvivalCounts
 from models.aggregate_records import AggregateMark, MetricDay, SurvivalDay
 from models.balance_sql import COVARIATES, covariate_moments
 from models.bulk import insert_ignoring_conflicts, table
-from models.metric_sql import experiment_rows, metric_moments
+from models.metric_sql import metric_moments
 from models.moments import Moments
 from models.survival_sql import (
     Tallies,
@@ -47,9 +47,8 @@ from models.survival_sql import (
 # in the databases' day arithmetic can never make a stored day differ from a recount.
 MARGIN = timedelta(minutes=1)
 Groups = dict[tuple[str, date], Moments]
-Fresh = Callable[[date | None, int], Groups]
-"""The groups of the days on or after a day (all days for None), given how many customers the
-stored days before it hold."""
+Fresh = Callable[[date | None, Groups], Groups]
+"""The groups of the days on or after a day (all days for None), given the stored ones."""
 MOMENT_FIELDS = ("n", "shift_y", "sum_y", "sum_y2", "shift_x", "sum_x", "sum_x2", "sum_xy")
 
 
@@ -118,7 +117,7 @@ def _incremental_moments(
     final = final_before(as_of, window_days)
     since = min(mark, final) if mark is not None else None
     stored = _stored_moments(connection, experiment_id, key, since) if since else {}
-    fresh: dict[tuple[str, date], Moments] = fresh_since(since, sum(m.n for m in stored.values()))
+    fresh: dict[tuple[str, date], Moments] = fresh_since(since, stored)
     rows = [
         {"experiment_id": experiment_id, "key": key, "metric": metric, "arm": arm, "day": day}
         | {f: getattr(m, f) for f in MOMENT_FIELDS}
@@ -132,23 +131,15 @@ def _incremental_moments(
     return stored | fresh
 
 
-def _few(
-    connection: Connection,
-    experiment_id: int,
-    as_of: datetime,
-    window_days: float,
-    since: date | None,
-    stored: int,
-) -> bool:
-    """Whether the customers matured since ``since`` are few next to the ``stored`` ones (a
-    tenth or less): then looking up each one's events by index (PostgreSQL) reads less than
-    joining the whole event tables, which the planner prefers without knowing how few they are.
-    SQLite joins by index anyway."""
+def _few(connection: Connection, since: date | None, final: date, stored: Groups) -> bool:
+    """Whether the days to aggregate (``since`` to ``final``) are few next to the ``stored``
+    ones (a tenth or less): then looking up each new customer's events by index (PostgreSQL)
+    reads less than joining the whole event tables, which the planner prefers without knowing
+    how few they are. SQLite joins by index anyway."""
     if since is None or connection.dialect.name != "postgresql":
         return False
-    a = experiment_rows(experiment_id, as_of, window_days, since)
-    count = connection.execute(select(func.count()).select_from(a)).scalar_one()
-    return int(count) * 10 <= stored
+    days = len({day for _arm, day in stored})
+    return ((final - since).days + 1) * 10 <= days
 
 
 def per_arm(groups: Mapping[tuple[str, date], Moments]) -> dict[str, Moments]:
@@ -175,7 +166,7 @@ def metric_statistics(
     key = metric_key(name, lookback_days, costs)
     window = CATALOGUE[name].window_days
 
-    def fresh(since: date | None, stored: int) -> dict[tuple[str, date], Moments]:
+    def fresh(since: date | None, stored: Groups) -> dict[tuple[str, date], Moments]:
         return metric_moments(
             connection,
             experiment_id,
@@ -185,7 +176,7 @@ def metric_statistics(
             costs=costs,
             lookback_days=lookback_days,
             since=since,
-            lookups=_few(connection, experiment_id, as_of, window, since, stored),
+            lookups=_few(connection, since, final_before(as_of, window), stored),
         )
 
     with engine.begin() as connection:
@@ -202,7 +193,7 @@ def covariate_statistics(
         cache: dict[date | None, dict[str, dict[tuple[str, date], Moments]]] = {}
 
         def fresh_of(name: str) -> Fresh:
-            def fresh(since: date | None, _stored: int) -> dict[tuple[str, date], Moments]:
+            def fresh(since: date | None, _stored: Groups) -> dict[tuple[str, date], Moments]:
                 if since not in cache:
                     cache[since] = covariate_moments(connection, experiment_id, arms, since)
                 return cache[since][name]
