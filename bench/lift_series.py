@@ -41,8 +41,9 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
 
+    from models.bulk import analyze
     from models.daily_aggregates import metric_statistics
-    from models.db import analyze, make_engine
+    from models.db import make_engine
     from models.lift_series import stored_series
     from models.migrate import upgrade
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 import numpy as np
 from sqlalchemy import Table, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 CHUNK = 5_000
@@ -260,9 +260,16 @@ def reset_sequences(connection: Connection, table_names: Iterable[str]) -> None:
         )
 
 
-def analyze(connection: Connection, tables: Sequence[str] = ()) -> None:
-    """Refresh the planner's statistics after a bulk load, of ``tables`` or of every table
-    (SQLite: sampled, so it stays fast)."""
+def analyze(bind: Engine | Connection, tables: Sequence[str] = ()) -> None:
+    """Refresh the planner's statistics (``ANALYZE``, of ``tables`` or of every table) after bulk
+    writes (seeding, imports), on SQLite (sampled, so it stays fast) and PostgreSQL alike, so
+    joins over freshly loaded tables get sensible plans. ``bind`` is a connection (inside the
+    loading transaction) or an engine (its own transaction)."""
+    if isinstance(bind, Engine):
+        with bind.begin() as connection:
+            analyze(connection, tables)
+        return
+    connection = bind
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("PRAGMA analysis_limit=1000")
     if not tables:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,12 +89,3 @@ def dispose_engine(url: str) -> None:
     engine = _ENGINES.pop(url, None)
     if engine is not None:
         engine.dispose()
-
-
-def analyze(engine: Engine, tables: Sequence[str] = ()) -> None:
-    """Refresh the planner's statistics (``ANALYZE``, of ``tables`` or of all) after bulk writes,
-    on SQLite and PostgreSQL alike, so joins over freshly loaded tables get sensible plans."""
-    from models.bulk import analyze as analyze_on
-
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        analyze_on(connection, tables)

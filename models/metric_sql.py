@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Float, and_, case, cast, exists, func, literal, or_, select
+from sqlalchemy import Float, and_, case, cast, exists, func, literal, or_, select, true
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.elements import ColumnElement
@@ -100,12 +100,14 @@ def _recovers_owed_payment(paid: Any, a: Any) -> ColumnElement[bool]:
     owed = table(Invoice).alias("owed")
     return and_(
         paid.c.status == "paid",
-        exists().where(
+        exists()
+        .where(
             owed.c.customer_id == a.c.customer_id,
             owed.c.due_at < a.c.assigned_at,
             owed.c.status != "void",
             or_(owed.c.paid_at.is_(None), owed.c.paid_at >= a.c.assigned_at),
-        ),
+        )
+        .correlate(a),  # the assignment row, also from a LATERAL lookup (see _term_values)
     )
 
 
@@ -172,10 +174,13 @@ class Window:
 
 
 def _term_values(
-    term: Term, w: Window, a: FromClause, lookback: float | None, i: int
+    term: Term, w: Window, a: FromClause, lookback: float | None, i: int, lookups: bool = False
 ) -> FromClause:
     """Per assigned customer, the term's raw value in the window (``y``) and in the pre-period
-    (``x``), from one join of the source rows with the assignment rows, grouped by customer."""
+    (``x``), from one join of the source rows with the assignment rows, grouped by customer; with
+    ``lookups``, from the customer's own rows found by index (``LATERAL``, PostgreSQL): for a
+    few customers (a daily evaluation's newly matured day), a hash join would read the whole
+    event table for them."""
     src = term.source
     rows = table(src.model).alias(f"ev{i}")
     at = rows.c[src.at]
@@ -198,6 +203,8 @@ def _term_values(
     columns = [a.c.customer_id.label("customer_id"), part(in_y).label("y")]
     if in_x is not None:
         columns.append(part(in_x).label("x"))
+    if lookups:
+        return select(*columns[1:]).where(join, *conditions).lateral(f"t{i}")
     return (
         select(*columns)
         .select_from(a.join(rows, join))
@@ -217,14 +224,18 @@ def _combine(terms: tuple[Term, ...], values: list[Any], column: str) -> Express
     return cast(total, Float)
 
 
-def customer_values(name: str, w: Window, a: FromClause, lookback: float | None = None) -> Select:
+def customer_values(
+    name: str, w: Window, a: FromClause, lookback: float | None = None, lookups: bool = False
+) -> Select:
     """Per row of ``a`` (customer_id, arm, assigned_at): metric ``name`` in the window as ``y``
-    and, when ``lookback`` is given, over the ``lookback`` days before assignment as ``x``."""
+    and, when ``lookback`` is given, over the ``lookback`` days before assignment as ``x``
+    (``lookups``: see :func:`_term_values`)."""
     terms = METRICS[name]
-    values = [_term_values(term, w, a, lookback, i) for i, term in enumerate(terms)]
+    values = [_term_values(term, w, a, lookback, i, lookups) for i, term in enumerate(terms)]
     joined: Any = a
     for t in values:
-        joined = joined.outerjoin(t, t.c.customer_id == a.c.customer_id)
+        on = true() if lookups else t.c.customer_id == a.c.customer_id
+        joined = joined.outerjoin(t, on)
     columns = [a.c.customer_id, a.c.arm, a.c.assigned_at, _combine(terms, values, "y").label("y")]
     if lookback:
         columns.append(_combine(terms, values, "x").label("x"))
@@ -313,10 +324,11 @@ def shifts_of(
     connection: Connection, name: str, w: Window, a: FromClause, lookback: float | None
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Per arm, the metric's y and x of the first row of ``a`` in that arm (``a`` holds a few
-    representative rows)."""
+    representative rows: on PostgreSQL, their events are looked up by index)."""
     ys: dict[str, float] = {}
     xs: dict[str, float] = {}
-    pc = customer_values(name, w, a, lookback).subquery()
+    lookups = connection.dialect.name == "postgresql"
+    pc = customer_values(name, w, a, lookback, lookups).subquery()
     query = select(pc).order_by(pc.c.arm, pc.c.customer_id)
     for row in connection.execute(query).mappings():
         if row["arm"] not in ys:
@@ -335,16 +347,19 @@ def metric_moments(
     costs: Costs | None = None,
     lookback_days: float | None = None,
     since: date | None = None,
+    lookups: bool = False,
 ) -> dict[tuple[str, date], Moments]:
     """Per arm and assignment day (on or after ``since``), the moments of metric ``name`` over
     the customers whose window has matured by ``as_of``; with ``lookback_days``, also of the same
-    metric over that many days before assignment (CUPED's ``x``)."""
+    metric over that many days before assignment (CUPED's ``x``). ``lookups`` (PostgreSQL):
+    each customer's event rows by index, for a small ``since`` (see :func:`_term_values`)."""
     w = Window(as_of=as_of, days=CATALOGUE[name].window_days, costs=costs or Costs())
     reps = representatives(connection, experiment_id, arms)
     a_reps = experiment_rows(experiment_id, customers=reps)
     ys, xs = shifts_of(connection, name, w, a_reps, lookback_days)
     a = experiment_rows(experiment_id, as_of, w.days, since)
-    per_customer = customer_values(name, w, a, lookback_days)
+    lookups = lookups and connection.dialect.name == "postgresql"
+    per_customer = customer_values(name, w, a, lookback_days, lookups)
     return grouped_moments(connection, per_customer, ys, xs if lookback_days else None)
 
 

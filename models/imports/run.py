@@ -19,8 +19,7 @@ import pyarrow.compute as pc
 from sqlalchemy import insert
 from sqlalchemy.engine import Connection, Engine
 
-from models.bulk import sqlite_cache, table
-from models.db import analyze
+from models.bulk import analyze, sqlite_cache, table
 from models.imports.convert import Converted, Reject, convert_batch
 from models.imports.mapping import Mapping
 from models.imports.merge import (
