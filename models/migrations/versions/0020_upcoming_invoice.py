@@ -1,7 +1,7 @@
 """the upcoming invoice Stripe announces before a renewal, on the subscription
 
 Revision ID: 0020
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-02 11:15:00
 
 ``invoice.upcoming`` (sent days before a subscription renews) records the amount and the time of
@@ -14,7 +14,7 @@ import sqlmodel
 
 
 revision = "0020"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
