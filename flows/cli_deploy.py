@@ -43,9 +43,12 @@ def deploy(
     """Turn experiment files into Prefect deployments on the server in PREFECT_API_URL: per file
     an enrol (schedule.cron), a dispatch (schedule.dispatch, default every 15 minutes) and an
     evaluate (schedule.evaluate, default 06:00) deployment, in schedule.timezone. Re-deploying
-    after an edit updates the schedules; `status: paused` or `stopped` leaves none active."""
+    after an edit updates the schedules; `status: paused` or `stopped` leaves none active.
+    Also creates (or updates) the per-channel send rate limits every dispatch shares
+    (RETAIN_EMAIL_RATE_PER_SECOND, RETAIN_SMS_RATE_PER_SECOND)."""
     from experiments.loader import SpecError, load_specs
     from messaging.render import template_exists
+    from messaging.settings import load_settings
 
     try:
         loaded = load_specs(paths, template_exists)
@@ -53,6 +56,11 @@ def deploy(
         for problem in error.problems:
             errors.print(f"[red]error[/red] {escape(str(problem))}", highlight=False)
         raise typer.Exit(code=2) from None
+    try:
+        settings = load_settings()
+    except ValueError as error:
+        _fail(f"settings: {' '.join(str(error).split())}")
+        return
     if not os.environ.get("PREFECT_API_URL"):
         errors.print(
             "[yellow]warning[/yellow] PREFECT_API_URL is not set: the deployments live in a "
@@ -61,6 +69,7 @@ def deploy(
             highlight=False,
         )
     from flows.deploy import apply_deployments, plan_deployments, serve_deployments
+    from flows.throttle import apply_limits, planned_limits
 
     planned = [
         item
@@ -76,6 +85,13 @@ def deploy(
             escape(item.cron),
             escape(item.timezone),
             "active" if item.active else "[yellow]paused[/yellow]",
+        )
+    for applied in apply_limits(planned_limits(settings)):
+        limit = applied.planned
+        console.print(
+            f"rate limit {limit.name}: {limit.per_second:g} {limit.channel} sends/s, "
+            f"bursts of {limit.limit} ({applied.action})",
+            highlight=False,
         )
     if not serve:
         apply_deployments(planned)
