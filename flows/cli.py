@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,6 +39,9 @@ from flows.cli_messaging_b import (
     webhooks_app,
 )
 from flows.console import safe
+
+if TYPE_CHECKING:
+    from experiments.loader import LoadedSpec
 
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -112,12 +115,12 @@ def _checked(check: Callable[[], T]) -> T:
         _fail(problem)
 
 
-def _validate_or_exit(paths: list[Path]) -> None:
+def _validate_or_exit(paths: list[Path]) -> list[LoadedSpec]:
     from experiments.loader import SpecError, load_specs
     from messaging.render import template_exists, template_variables
 
     try:
-        load_specs(paths, template_exists, template_variables)
+        return load_specs(paths, template_exists, template_variables)
     except SpecError as error:
         for problem in error.problems:
             errors.print(f"[red]error[/red] {safe(problem)}", highlight=False, soft_wrap=True)
@@ -132,8 +135,8 @@ def validate(
 ) -> None:
     """Check experiment files: fields, segment rules, metrics, templates. Exit code 2 on errors,
     with one line per problem (file:line: what is wrong and how to fix it)."""
-    _validate_or_exit(paths)
-    for warning in sms_budget_warnings(paths):
+    specs = _validate_or_exit(paths)
+    for warning in sms_budget_warnings(paths, specs):
         errors.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False)
     console.print(f"[green]ok[/green] {len(paths)} experiment file(s) valid")
 
@@ -166,9 +169,8 @@ def run(
 ) -> None:
     """Run experiments once: select each segment, assign new customers to arms (sticky: nobody
     already assigned moves) and schedule their messages in the outbox."""
-    _validate_or_exit(paths)
+    specs = _validate_or_exit(paths)
     _quiet_prefect(verbose)
-    from experiments.loader import load_spec
     from models.experiments import (
         ExperimentChangeError,
         SegmentError,
@@ -177,10 +179,9 @@ def run(
     )
 
     engine = _checked(open_database)
-    for path in paths:
+    for loaded in specs:
         # Before any flow starts: a refused change or a segment the database cannot run is one
         # line, not a failed flow run with Prefect's tracebacks, and nothing is recorded.
-        loaded = load_spec(path)
         try:
             check_change(engine, loaded)
             check_segment(engine, loaded, as_of or datetime.now(UTC))
