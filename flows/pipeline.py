@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -18,16 +18,19 @@ from prefect.cache_policies import NONE
 from experiments.holdout import HoldoutError, HoldoutSettings, load_holdout
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report, write_report
-from messaging.dispatcher import DispatchOptions, DispatchSummary, dispatch_due
+from flows.dispatch_flow import (  # noqa: F401  (prefect.yaml's entrypoint is flows/pipeline.py)
+    DispatchIncomplete,
+    dispatch,
+    dispatch_messages,
+)
+from flows.runners import task_runner
 from messaging.render import template_exists, template_variables
-from messaging.settings import build_channels, call_budget, load_settings
 from models.assign import AssignmentError, AssignmentRun, assign_segment
 from models.assign_checks import CheckSummary, run_checks
 from models.assign_schedule import schedule_messages_sql
 from models.db import engine_for
 from models.evaluation import evaluate
 from models.experiments import Registration, register_experiment, registered_spec
-from models.offers import grant_sent_offers
 
 
 @dataclass(frozen=True)
@@ -86,21 +89,6 @@ def check_assignment(loaded: LoadedSpec, experiment_id: int, now: datetime) -> C
 
 
 @task(cache_policy=NONE)
-def dispatch(as_of: datetime | None, outbox_dir: str) -> DispatchSummary:
-    # No task retries: a dispatch that stops says why in its summary, and the next run resumes
-    # (expired claims are taken over, messages in flight are reconciled with the provider).
-    settings = load_settings()
-    channels = build_channels(settings, Path(outbox_dir))
-    options = DispatchOptions(
-        senders=settings.senders,
-        rates={"email": settings.email_rate_per_second, "sms": settings.sms_rate_per_second},
-        lease=timedelta(seconds=settings.lease_seconds),
-        call_budget=call_budget(settings),
-    )
-    return dispatch_due(engine_for(), as_of, channels, options=options)
-
-
-@task(cache_policy=NONE)
 def registered(key: str) -> tuple[int, LoadedSpec]:
     return registered_spec(engine_for(), key)
 
@@ -125,19 +113,23 @@ def publish_artifacts(report: Report, out_dir: str) -> list[str]:
     return publish(report, Path(out_dir))
 
 
-@flow(name="run-experiment")
+@flow(name="run-experiment", task_runner=task_runner())
 def run_experiment(spec_path: str, as_of: datetime | None = None) -> RunSummary:
     """Validate the experiment file, record it, select its segment, assign new customers to arms
-    and schedule their messages. Re-running moves nobody and schedules nothing twice."""
+    and schedule their messages. Re-running moves nobody and schedules nothing twice.
+
+    The heavy batches run on the task runner (:mod:`flows.runners`: threads, or a Dask cluster):
+    the assignment first, then scheduling and the checks side by side."""
     logger = get_run_logger()
     as_of = as_of or now_utc()
     loaded = load_experiment(spec_path)
     holdout = holdout_setting()
     registration = register(loaded, as_of)
     eid = registration.experiment_id
-    assigned = select_and_assign(loaded, eid, as_of, holdout)
-    scheduled = schedule(loaded, eid, as_of)
-    checks = check_assignment(loaded, eid, as_of)
+    assigned = select_and_assign.submit(loaded, eid, as_of, holdout).result()
+    scheduling = schedule.submit(loaded, eid, as_of)
+    checking = check_assignment.submit(loaded, eid, as_of)
+    scheduled, checks = scheduling.result(), checking.result()
     logger.info(
         "%s: %d in segment, %d newly assigned %s, excluded %s, %d messages scheduled;"
         " sample ratio p=%.3g%s",
@@ -160,30 +152,6 @@ def run_experiment(spec_path: str, as_of: datetime | None = None) -> RunSummary:
         assigned.excluded,
         checks,
     )
-
-
-@flow(name="dispatch-messages")
-def dispatch_messages(outbox_dir: str = "outbox", as_of: datetime | None = None) -> DispatchSummary:
-    """Send every due message in the outbox through its channel, once. Without ``as_of`` each
-    batch is judged by the clock when it is sent; with it, the whole run acts at that time."""
-    summary = dispatch(as_of, outbox_dir)
-    grant_sent_offers(engine_for(), as_of or now_utc())  # offer codes of what was sent
-    logger = get_run_logger()
-    logger.info(
-        "sent %d, withheld (control) %d, skipped %s, deferred %d, failed %d, retried %d, "
-        "outcome unknown %d, reconciled %d",
-        summary.sent,
-        summary.withheld,
-        summary.skipped,
-        summary.deferred,
-        summary.failed,
-        summary.retried,
-        summary.unknown,
-        summary.reconciled,
-    )
-    if summary.error:
-        logger.error("dispatch incomplete: %s", summary.error)
-    return summary
 
 
 @flow(name="evaluate-experiment")
