@@ -152,9 +152,9 @@ class _Sources:
         s = _subscriptions
         columns = ("status", "plan", "billing_interval", "mrr_cents", "current_period_end")
         history = ("plan_changed_at", "previous_mrr_cents", "previous_billing_interval")
-        history += ("paused_at", "canceled_at")
+        moments = ("paused_at", "canceled_at")
         where = s.c.started_at <= self.at()
-        return self._latest(s, "started_at", where, *columns, *history)
+        return self._latest(s, "started_at", where, *columns, *history, *moments)
 
     def _latest_score(self) -> Subquery:
         r = _scores
