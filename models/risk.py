@@ -327,5 +327,9 @@ def score_customers(
         connection.execute(
             delete(scores).where(and_(scores.c.model_id == mid, scores.c.as_of == as_of))
         )
-        inserted = connection.execute(scores.insert().from_select(columns, rows)).rowcount
-    return version, int(inserted)
+        connection.execute(scores.insert().from_select(columns, rows))
+        # counted, not the cursor's rowcount: drivers report -1 for some INSERT ... SELECT
+        inserted = connection.scalar(
+            select(func.count()).where(scores.c.model_id == mid, scores.c.as_of == as_of)
+        )
+    return version, int(inserted or 0)
