@@ -8,9 +8,11 @@ the subqueries the requested fields need are joined.
 
 "As of" means only data before ``as_of`` counts: customers, subscriptions and cards that exist at
 ``as_of`` (created or started at or before it), events and due dates strictly before it, activity
-windows half-open ``[as_of - 14d, as_of)``, risk scores computed at or before it. The status,
-plan and price of a subscription are the values stored now (the tables keep no history of them);
-the card on file is the newest card created by ``as_of`` that is still the default or was
+windows half-open ``[as_of - 14d, as_of)``, risk scores computed at or before it. An invoice
+is unpaid at ``as_of`` when it was due before it and paid (if ever) at or after it, whatever its
+status today. The status is rewound to ``as_of`` from the moments the tables keep (see
+:func:`_status_as_of`); the plan and price of a subscription are the values stored now (the
+tables keep no history of them beyond the last change); the card on file is the newest card created by ``as_of`` that is still the default or was
 replaced by a default card added after ``as_of``. Day counts are fractional days.
 """
 
@@ -55,6 +57,7 @@ _scores: Table = RiskScore.__table__  # type: ignore[attr-defined]
 CustomerFilter = Callable[[ColumnElement[Any]], ColumnElement[bool]]
 _ACTIVE_KINDS = ("login", "feature_use")
 _UNPAID_STATUSES = ("failed", "open")
+_REWOUND_STATUSES = ("active", "past_due", "paused", "canceled")
 _INTERVAL_RANK = {"month": 1, "quarter": 2, "year": 3}
 
 
@@ -156,8 +159,9 @@ class _Sources:
             "upcoming_invoice_at",
         )
         history = ("plan_changed_at", "previous_mrr_cents", "previous_billing_interval")
+        moments = ("paused_at", "canceled_at")
         where = s.c.started_at <= self.at()
-        return self._latest(s, "started_at", where, *columns, *history)
+        return self._latest(s, "started_at", where, *columns, *history, *moments)
 
     def _latest_score(self) -> Subquery:
         r = _scores
@@ -177,19 +181,27 @@ class _Sources:
         return self._latest(p, "created_at", where, "expires_on")
 
     def _unpaid_invoices(self) -> Subquery:
+        # Unpaid at as_of: still failed or open, or paid only at or after as_of (a recovered
+        # invoice was owed then; its status says "paid" today).
         i = _invoices
-        unpaid = and_(
-            i.c.status.in_(_UNPAID_STATUSES),
-            or_(i.c.paid_at.is_(None), i.c.paid_at >= self.at()),
+        unpaid = or_(
+            and_(
+                i.c.status.in_(_UNPAID_STATUSES),
+                or_(i.c.paid_at.is_(None), i.c.paid_at >= self.at()),
+            ),
+            and_(i.c.status == "paid", i.c.paid_at >= self.at()),
         )
+        charge_failed = or_(i.c.status == "failed", i.c.attempts > 1)
         recent = i.c.due_at >= self.at(30)
-        first_charge_failed = and_(recent, or_(i.c.status == "failed", i.c.attempts > 1))
         return (
             select(
                 i.c.customer_id,
                 func.sum(case((unpaid, 1), else_=0)).label("failed_invoices"),
                 func.min(case((unpaid, i.c.due_at), else_=None)).label("oldest_unpaid_due"),
-                func.sum(case((first_charge_failed, 1), else_=0)).label("failed_payments_30d"),
+                func.sum(case((and_(recent, charge_failed), 1), else_=0)).label(
+                    "failed_payments_30d"
+                ),
+                func.sum(case((and_(unpaid, charge_failed), 1), else_=0)).label("in_dunning"),
             )
             .where(i.c.due_at < self.at(), or_(unpaid, recent), self._only_wanted(i))
             .group_by(i.c.customer_id)
@@ -241,6 +253,30 @@ class _Sources:
         )
 
 
+def _status_as_of(s: _Sources) -> ColumnElement[Any]:
+    """The subscription's status at ``as_of``, rewound from today's with the moments kept.
+
+    Canceled once ``canceled_at`` has passed; paused when paused now and since before ``as_of``;
+    otherwise an active, past-due, paused or later-canceled subscription was ``past_due`` while
+    a charge had failed on an invoice unpaid at ``as_of``, and ``active`` if not. Other statuses
+    (trialing, Stripe's unpaid or incomplete) are today's: the tables keep no trial end.
+    """
+    sub = s.subscription.c
+    rewound = sub.status.in_(_REWOUND_STATUSES)
+    dunning = func.coalesce(s.invoices.c.in_dunning, 0) > 0
+    return case(
+        (sub.canceled_at <= s.at(), "canceled"),
+        (and_(sub.status == "canceled", sub.canceled_at.is_(None)), "canceled"),
+        (
+            and_(sub.status == "paused", or_(sub.paused_at.is_(None), sub.paused_at <= s.at())),
+            "paused",
+        ),
+        (and_(rewound, dunning), "past_due"),
+        (rewound, "active"),
+        else_=sub.status,
+    )
+
+
 def _plan_change_days(s: _Sources) -> ColumnElement[Any]:
     changed_at = s.subscription.c.plan_changed_at
     return case((changed_at < s.at(), days_between(s.at(), changed_at)), else_=None)
@@ -268,7 +304,7 @@ def _shortened(s: _Sources) -> ColumnElement[Any]:
 
 def _contract_ends(s: _Sources) -> ColumnElement[Any]:
     sub = s.subscription.c
-    term = and_(sub.billing_interval.in_(("quarter", "year")), sub.status != "canceled")
+    term = and_(sub.billing_interval.in_(("quarter", "year")), _status_as_of(s) != "canceled")
     return case((term, days_between(sub.current_period_end, s.at())), else_=None)
 
 
@@ -296,7 +332,7 @@ _FEATURES: dict[str, Callable[[_Sources], ColumnElement[Any]]] = {
     "email_consent": lambda s: _c.email_consent,
     "sms_consent": lambda s: _c.sms_consent,
     "has_phone": lambda s: and_(_c.phone.is_not(None), _c.phone != ""),
-    "subscription.status": lambda s: s.subscription.c.status,
+    "subscription.status": _status_as_of,
     "subscription.plan": lambda s: s.subscription.c.plan,
     "subscription.billing_interval": lambda s: s.subscription.c.billing_interval,
     "subscription.mrr": lambda s: cast(s.subscription.c.mrr_cents, Float) / 100.0,
@@ -311,7 +347,7 @@ _FEATURES: dict[str, Callable[[_Sources], ColumnElement[Any]]] = {
     "invoice_past_due": lambda s: func.coalesce(s.invoices.c.failed_invoices, 0) > 0,
     "days_past_due": _days_past_due,
     "in_grace_period": lambda s: func.coalesce(_days_past_due(s) <= grace_period_days(), false()),
-    "paused": lambda s: func.coalesce(s.subscription.c.status == "paused", false()),
+    "paused": lambda s: func.coalesce(_status_as_of(s) == "paused", false()),
     "downgraded_90d": _downgraded,
     "billing_interval_shortened": _shortened,
     "contract_ends_in_days": _contract_ends,

@@ -19,7 +19,7 @@ rarely; ``downgraded_90d`` and ``billing_interval_shortened`` see only the last 
 
 Scores. :func:`score_customers` stores, for every customer live at ``as_of``, the churn
 probability and its decile among those scored (10 = riskiest) in ``risk_scores``, with the
-model's id; the rule fields ``churn_risk`` and ``churn_risk_decile`` read the latest score at or
+model's id, in one ``INSERT ... SELECT`` (the model is a SQL expression: :mod:`models.risk_sql`); the rule fields ``churn_risk`` and ``churn_risk_decile`` read the latest score at or
 before a rule's ``as_of``.
 """
 
@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Integer, and_, delete, exists, func, insert, literal, or_, select
 from sqlalchemy.engine import Connection, Engine
@@ -42,6 +41,7 @@ from experiments.rules import FIELDS
 from models.bulk import table
 from models.customer_data import ActivityEvent, Customer, Subscription
 from models.features import customer_features
+from models.risk_sql import ensure_math_functions, risk_expression
 from models.risk_tables import RiskModel, RiskScore
 
 FEATURES: tuple[str, ...] = (
@@ -69,7 +69,6 @@ FEATURES: tuple[str, ...] = (
 )
 SNAPSHOT_STEP_DAYS = 30
 STALE_DAYS = 7  # training refuses an as_of this long after the newest recorded event
-SCORE_CHUNK = 50_000
 _HASH = 2654435761  # Knuth's multiplicative hash: a deterministic sample by customer id
 
 
@@ -297,50 +296,40 @@ def score_customers(
     engine: Engine, as_of: datetime, model_id: int | None = None
 ) -> tuple[str, int]:
     """Score every customer live at ``as_of`` with the stored model; replaces that model's
-    scores at ``as_of``. Returns the model version and the number scored."""
+    scores at ``as_of``. Returns the model version and the number scored.
+
+    One ``INSERT ... SELECT``: the feature query, the model's prediction as a SQL expression
+    (:mod:`models.risk_sql`) and the decile by a window over the scored rows,
+    ``(rank - 1) * 10 // n + 1`` with ranks by risk, ties in customer id order (10: riskiest)."""
     mid, version, model, _ = latest_model(engine, model_id)
     features = customer_features(as_of, fields=FEATURES).subquery("features")
-    query = (
-        select(features)
+    scored = (
+        select(
+            features.c.customer_id.label("customer_id"),
+            risk_expression(model, features).label("churn_risk"),
+        )
         .where(_live(as_of, features.c.customer_id))
-        .order_by(features.c.customer_id)
+        .subquery("scored")
     )
-    ids: list[np.ndarray[Any, Any]] = []
-    risks: list[np.ndarray[Any, Any]] = []
-    with engine.connect() as connection:
-        result = connection.execution_options(stream_results=True).execute(query)
-        columns = list(result.keys())
-        for chunk in result.partitions(SCORE_CHUNK):
-            frame = typed_features(pd.DataFrame(chunk, columns=columns))
-            ids.append(frame["customer_id"].to_numpy(dtype=np.int64))
-            risks.append(model.predict(frame[list(FEATURES)]))
-    customer_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-    risk = np.concatenate(risks) if risks else np.zeros(0)
-    deciles = _deciles(risk)
+    rank = func.row_number().over(order_by=(scored.c.churn_risk, scored.c.customer_id))
+    decile = (rank - 1) * 10 // func.count().over() + 1
     scores = table(RiskScore)
+    rows = select(
+        literal(mid, Integer()),
+        scored.c.customer_id,
+        literal(as_of, scores.c.as_of.type),
+        scored.c.churn_risk,
+        decile,
+    )
+    columns = ["model_id", "customer_id", "as_of", "churn_risk", "decile"]
     with engine.begin() as connection:
+        ensure_math_functions(connection)
         connection.execute(
             delete(scores).where(and_(scores.c.model_id == mid, scores.c.as_of == as_of))
         )
-        for start in range(0, customer_ids.size, 10_000):
-            rows = [
-                {"model_id": mid, "customer_id": int(c), "as_of": as_of, "churn_risk": float(r),
-                 "decile": int(d)}
-                for c, r, d in zip(
-                    customer_ids[start : start + 10_000],
-                    risk[start : start + 10_000],
-                    deciles[start : start + 10_000],
-                    strict=True,
-                )
-            ]  # fmt: skip
-            connection.execute(insert(scores), rows)
-    return version, int(customer_ids.size)
-
-
-def _deciles(risk: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """1..10 by rank of risk (ties in id order): 10 is the riskiest tenth."""
-    if risk.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    ranks = np.empty(risk.size, dtype=np.int64)
-    ranks[np.argsort(risk, kind="stable")] = np.arange(risk.size)
-    return ranks * 10 // risk.size + 1
+        connection.execute(scores.insert().from_select(columns, rows))
+        # counted, not the cursor's rowcount: drivers report -1 for some INSERT ... SELECT
+        inserted = connection.scalar(
+            select(func.count()).where(scores.c.model_id == mid, scores.c.as_of == as_of)
+        )
+    return version, int(inserted or 0)

@@ -243,6 +243,22 @@ def next_charge(sub: Subscription, as_of: datetime) -> datetime:
     return upcoming if upcoming is not None and upcoming > as_of else sub.current_period_end
 
 
+def status_then(sub: Subscription | None, as_of: datetime, unpaid: list[Invoice]) -> str | None:
+    """The subscription's status at ``as_of`` as models/features.py rewinds it."""
+    if sub is None:
+        return None
+    if sub.canceled_at is not None and sub.canceled_at <= as_of:
+        return "canceled"
+    if sub.status == "canceled" and sub.canceled_at is None:
+        return "canceled"
+    if sub.status == "paused" and (sub.paused_at is None or sub.paused_at <= as_of):
+        return "paused"
+    if sub.status not in ("active", "past_due", "paused", "canceled"):
+        return sub.status
+    charge_failed = any(i.status == "failed" or i.attempts > 1 for i in unpaid)
+    return "past_due" if charge_failed else "active"
+
+
 def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
     """The features of every customer existing at ``as_of``, computed in plain Python."""
     out: dict[int, dict[str, object]] = {}
@@ -275,10 +291,12 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
 
         changed = sub.plan_changed_at if sub else None
         invoices = [i for i in d.invoices if i.customer_id == c.id and i.due_at < as_of]
-        unpaid = [
+        unpaid = [  # owed at as_of: still unpaid, or paid only at or after it
             i for i in invoices
-            if i.status in ("failed", "open") and (i.paid_at is None or i.paid_at >= as_of)
+            if (i.status in ("failed", "open") and (i.paid_at is None or i.paid_at >= as_of))
+            or (i.status == "paid" and i.paid_at is not None and i.paid_at >= as_of)
         ]  # fmt: skip
+        status = status_then(sub, as_of, unpaid)
         past_due = days(as_of, min(i.due_at for i in unpaid)) if unpaid else None
         rank = {"month": 1, "quarter": 2, "year": 3, None: None}
         score = latest(
@@ -292,7 +310,7 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
             "email_consent": c.email_consent,
             "sms_consent": c.sms_consent,
             "has_phone": bool(c.phone),
-            "subscription.status": sub.status if sub else None,
+            "subscription.status": status,
             "subscription.plan": sub.plan if sub else None,
             "subscription.billing_interval": sub.billing_interval if sub else None,
             "subscription.mrr": sub.mrr_cents / 100 if sub else None,
@@ -309,14 +327,7 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
                 and sub.status != "canceled"
                 and card.expires_on < next_charge(sub, as_of).date()
             ),
-            "failed_invoices": sum(
-                1
-                for i in d.invoices
-                if i.customer_id == c.id
-                and i.status in ("failed", "open")
-                and i.due_at < as_of
-                and (i.paid_at is None or i.paid_at >= as_of)
-            ),
+            "failed_invoices": len(unpaid),
             "usage_last_14d": total(active, 14 * DAY, 0 * DAY),
             "usage_prior_14d": total(active, 28 * DAY, 14 * DAY),
             "days_since_last_active": (
@@ -336,7 +347,7 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
             "invoice_past_due": bool(unpaid),
             "days_past_due": past_due,
             "in_grace_period": past_due is not None and past_due <= 27,
-            "paused": bool(sub and sub.status == "paused"),
+            "paused": status == "paused",
             "downgraded_90d": bool(
                 sub
                 and changed
@@ -353,7 +364,7 @@ def recount(d: Data, as_of: datetime) -> dict[int, dict[str, object]]:
             ),
             "contract_ends_in_days": (
                 days(sub.current_period_end, as_of)
-                if sub and sub.billing_interval in ("quarter", "year") and sub.status != "canceled"
+                if sub and sub.billing_interval in ("quarter", "year") and status != "canceled"
                 else None
             ),
             "milestones_completed": len({e.name for e in events if e.kind == "milestone"}),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -17,9 +18,12 @@ from experiments.rules import parse_rule
 from experiments.simulation.business import BusinessConfig, generate_business
 from models.bulk import table
 from models.customer_data import ActivityEvent, Customer, Invoice, Subscription
+from models.features import customer_features
 from models.risk import (
     FEATURES,
+    _live,
     evaluate_stored,
+    latest_model,
     score_customers,
     snapshot_query,
     train_model,
@@ -161,6 +165,7 @@ def test_train_evaluate_score_and_rule_fields(engine: Engine) -> None:
             select(func.max(scores.c.churn_risk)).where(scores.c.decile < 10)
         )
     assert scored == live
+    _assert_sql_scores_equal_python(engine, as_of)
     assert sorted(deciles) == list(range(1, 11))
     assert max(deciles.values()) - min(deciles.values()) <= 1
     assert lowest_top >= highest_rest
@@ -171,3 +176,29 @@ def test_train_evaluate_score_and_rule_fields(engine: Engine) -> None:
     score_customers(engine, as_of)  # re-scoring replaces, never duplicates
     with engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(scores)) == scored
+
+
+def _assert_sql_scores_equal_python(engine: Engine, as_of: datetime) -> None:
+    """The scores stored by the SQL expression are the Python model's predictions (to 1e-9),
+    and the deciles are ranks by risk cut in ten as numpy would cut them."""
+    _, _, model, _ = latest_model(engine)
+    features = customer_features(as_of, fields=FEATURES).subquery("features")
+    query = select(features).where(_live(as_of, features.c.customer_id))
+    scores = table(RiskScore)
+    with engine.connect() as connection:
+        frame = typed_features(pd.DataFrame(connection.execute(query).mappings().all()))
+        stored = pd.DataFrame(
+            connection.execute(
+                select(scores.c.customer_id, scores.c.churn_risk, scores.c.decile).where(
+                    scores.c.as_of == as_of
+                )
+            ).all(),
+            columns=["customer_id", "churn_risk", "decile"],
+        )
+    merged = frame.merge(stored, on="customer_id", validate="one_to_one")
+    assert len(merged) == len(frame) == len(stored) > 1000
+    expected = model.predict(merged[list(FEATURES)])
+    assert np.max(np.abs(merged["churn_risk"].to_numpy() - expected)) < 1e-9
+    ordered = merged.sort_values(["churn_risk", "customer_id"], kind="stable")
+    ranks = np.arange(len(ordered))
+    assert (ordered["decile"].to_numpy() == ranks * 10 // len(ordered) + 1).all()

@@ -3,7 +3,7 @@ and a small reference evaluator of the rule AST (runs on SQLite and PostgreSQL).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, inspect, select
@@ -258,3 +258,51 @@ def test_only_the_needed_subqueries_are_joined() -> None:
 def test_naive_as_of_is_rejected() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         customer_features(datetime(2026, 3, 1))
+
+
+def _rewind_data() -> Data:
+    d = Data()
+    for cid in (1, 2, 3, 4):
+        d.customer(cid, T0)
+    # 1: failed on day 40, recovered on day 45 (status paid today), active now
+    d.subscription(11, 1, T0)
+    d.invoice(1, "paid", T0 + 40 * DAY, paid_at=T0 + 45 * DAY, attempts=3)
+    # 2: failed on day 40, never paid, canceled at the end of the grace period (day 67)
+    d.subscription(12, 2, T0, status="canceled", canceled_at=T0 + 67 * DAY)
+    d.invoice(2, "failed", T0 + 40 * DAY, attempts=2)
+    # 3: paused on day 50
+    d.subscription(13, 3, T0, status="paused", paused_at=T0 + 50 * DAY)
+    # 4: an invoice paid an hour late without a failed charge is owed, never past due
+    d.subscription(14, 4, T0)
+    d.invoice(4, "paid", T0 + 40 * DAY, paid_at=T0 + 40 * DAY + HOUR)
+    return d
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def test_status_and_unpaid_invoices_are_rewound_to_as_of(engine: Engine) -> None:
+    """A payment recovered after ``as_of`` was owed then, and its subscription past due; a
+    subscription canceled or paused after ``as_of`` was live then (the replay of `retain plan`)."""
+    insert(engine, _rewind_data())
+    d = _rewind_data()
+    expected = {
+        30: {1: "active", 2: "active", 3: "active", 4: "active"},
+        42: {1: "past_due", 2: "past_due", 3: "active", 4: "active"},
+        55: {1: "active", 2: "past_due", 3: "paused", 4: "active"},
+        70: {1: "active", 2: "canceled", 3: "paused", 4: "active"},
+    }
+    for day, statuses in expected.items():
+        as_of = T0 + day * DAY
+        rows = {r["customer_id"]: r for r in feature_rows(engine, as_of)}
+        assert {c: r["subscription.status"] for c, r in rows.items()} == statuses, day
+        assert rows[1]["failed_invoices"] == (1 if day == 42 else 0), day
+        assert rows[2]["failed_invoices"] == (1 if day >= 42 else 0), day
+        assert rows[3]["paused"] is (day >= 55), day
+        recounted = recount(d, as_of)
+        for cid, row in rows.items():
+            for name in ("subscription.status", "failed_invoices", "paused", "invoice_past_due"):
+                assert row[name] == recounted[cid][name], (day, cid, name)  # type: ignore[index]
+    at_41 = {r["customer_id"]: r for r in feature_rows(engine, T0 + 40 * DAY + HOUR / 2)}
+    assert at_41[4]["invoice_past_due"] is True and at_41[4]["subscription.status"] == "active"
