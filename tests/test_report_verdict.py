@@ -205,7 +205,7 @@ def test_trust_badges_cover_every_check_with_one_line_each() -> None:
     # One badge for every stratum: red, naming the flagged one with its counts.
     within = next(c for c in result.checks if c.check == "srm_stratum")
     assert (within.title, within.status) == ("Sample ratio within strata", "red")
-    assert within.detail.startswith("1 of 2 strata do not match the planned split: plan=pro")
+    assert within.detail.startswith("1 of 2 strata off the planned split: plan=pro")
     assert "control 500, email 700, p < 0.001" in within.detail and "plan=team" not in within.detail
     assert [c.check for c in result.checks].count("srm_stratum") == 1
     calm = trust(
@@ -213,7 +213,7 @@ def test_trust_badges_cover_every_check_with_one_line_each() -> None:
     )
     calm_badge = next(c for c in calm.checks if c.check == "srm_stratum")
     assert calm_badge.status == "green" and calm_badge.detail == (
-        "all 1 strata match the planned split (smallest p = 0.900)."
+        "no stratum is off the planned split (1 checked; smallest p = 0.900)."
     )
     assert badges[("balance", "Covariate balance")] == "amber"  # no covariates given
     assert badges[("sample_size", "Enough data for the MDE")] == "amber"

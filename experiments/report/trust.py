@@ -79,7 +79,7 @@ def strata_check(strata: Sequence[StratumSrm]) -> TrustCheck:
             check="srm_stratum",
             status="red",
             title=title,
-            detail=f"{len(flagged)} of {len(strata)} strata do not match the planned split: "
+            detail=f"{len(flagged)} of {len(strata)} strata off the planned split: "
             f"{shown}{more}; stratified assignment keeps every stratum within one block of the "
             "weights, so assignment or data is broken there.",
         )
@@ -88,7 +88,8 @@ def strata_check(strata: Sequence[StratumSrm]) -> TrustCheck:
         check="srm_stratum",
         status="green",
         title=title,
-        detail=f"all {len(strata)} strata match the planned split (smallest {_p(smallest)}).",
+        detail=f"no stratum is off the planned split ({len(strata)} checked; smallest "
+        f"{_p(smallest)}).",
     )
 
 
