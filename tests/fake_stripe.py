@@ -60,7 +60,9 @@ class FakeStripe:
             found = [c for c in self.objects["customers"] if c["id"] == segments[2]]
             if not found:
                 return 404, _error(
-                    "invalid_request_error", f"No such customer: '{segments[2]}'", "resource_missing"
+                    "invalid_request_error",
+                    f"No such customer: '{segments[2]}'",
+                    "resource_missing",
                 )
             return 200, found[-1]
         elif len(segments) == 4 and segments[1] == "customers" and segments[3] == "payment_methods":
