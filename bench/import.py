@@ -235,7 +235,8 @@ def run_backend(backend: str, files: dict[str, Path], updated: Path, rows: int) 
         again = measure("import", url, files["invoices"])
         newer = measure("import", url, updated)
         assert bare["rows"] == rows and first["inserted"] == rows and again["unchanged"] == rows
-        print(f"\n{backend}: {rows:,} invoice rows")
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"\n{backend}: {rows:,} invoice rows (load average {load} at the end)")
         print(f"  bare bulk load       {bare['seconds']:6.2f} s   peak {bare['peak_mb']:6.0f} MB")
         for label, r in (
             ("import (first)", first),
