@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, false, func, literal, not_, or_, select
+from sqlalchemy import Integer, and_, false, func, literal, not_, or_, select, union_all
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
@@ -98,10 +98,31 @@ Ranges = Sequence[tuple[datetime, datetime]]
 """Closed intervals of ``assigned_at``."""
 
 
-def assigned_in(column: Any, ranges: Ranges) -> ColumnElement[bool]:
-    """``column`` in one of the closed ``ranges`` (false for none): index ranges on both
-    databases."""
-    return or_(*(column.between(lo, hi) for lo, hi in ranges)) if ranges else false()
+def assigned_in(a: Any, experiment_id: int, ranges: Ranges) -> ColumnElement[bool]:
+    """Assignment rows ``a`` of the experiment assigned in one of the closed ``ranges`` (false
+    for none). Each range repeats the experiment, so that both planners read each one as an
+    index range (SQLite's OR optimisation needs every alternative indexable on its own)."""
+    terms = [
+        and_(a.c.experiment_id == experiment_id, a.c.assigned_at.between(lo, hi))
+        for lo, hi in ranges
+    ]
+    return or_(*terms) if terms else false()
+
+
+def rows_in(experiment_id: int, since: date | None, ranges: Ranges) -> Any:
+    """The experiment's assignment rows (assigned on ``since`` or later) within the disjoint
+    ``ranges``: one index range each, as a ``UNION ALL`` (an ``OR`` of ranges is one range per
+    alternative on PostgreSQL, but SQLite scans every row since ``since`` testing each)."""
+    a = table(Assignment)
+    columns = (a.c.customer_id, a.c.experiment_id, a.c.arm, a.c.assigned_at)
+    start = [a.c.assigned_at >= _start_of(since)] if since is not None else []
+    parts = [
+        select(*columns).where(
+            a.c.experiment_id == experiment_id, a.c.assigned_at.between(lo, hi), *start
+        )
+        for lo, hi in ranges
+    ] or [select(*columns).where(false())]
+    return (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("a")
 
 
 def _start_of(day: date) -> datetime:
@@ -125,16 +146,17 @@ def survival_rows(
     assignments. A customer with an event is moved from their censoring day to their event day.
     """
     at_as_of = literal(as_of, table(Assignment).c.assigned_at.type)
-    a = experiment_rows(experiment_id, since=since)
+    a = (
+        experiment_rows(experiment_id, since=since)
+        if ranges is None
+        else rows_in(experiment_id, since, ranges)
+    )
     elapsed = days_between(at_as_of, a.c.assigned_at)
     assigned = epoch_day(a.c.assigned_at).label("d")
     censor_day = (_followed(elapsed, horizon_days) - 1).label("c")
-    conditions = [elapsed >= 1]
-    if ranges is not None:
-        conditions.append(assigned_in(a.c.assigned_at, ranges))
     everyone = (
         select(a.c.arm, assigned, censor_day, func.count())
-        .where(*conditions)
+        .where(elapsed >= 1)
         .group_by(a.c.arm, assigned, censor_day)
     )
     tallies: dict[tuple[str, date], dict[int, list[int]]] = defaultdict(
@@ -182,17 +204,16 @@ def _first_cancellations(
     cancellation at or after assignment: arm, ``assigned_at`` and the first such cancellation
     (``at``). With ``canceled_after``, only customers with a cancellation in
     ``(canceled_after, canceled_before)``, found from the cancellations' own index."""
-    a, sub = table(Assignment), table(Subscription)
+    a: Any = table(Assignment) if ranges is None else rows_in(experiment_id, since, ranges)
+    sub = table(Subscription)
     conditions = [a.c.experiment_id == experiment_id, sub.c.canceled_at >= a.c.assigned_at]
     if since is not None:
         start = _start_of(since)
         conditions += [a.c.assigned_at >= start, sub.c.canceled_at >= start]
     else:
         conditions.append(sub.c.canceled_at.is_not(None))
-    if ranges is not None:
-        conditions.append(assigned_in(a.c.assigned_at, ranges))
     if skip:
-        conditions.append(not_(assigned_in(a.c.assigned_at, skip)))
+        conditions.append(not_(assigned_in(a, experiment_id, skip)))
     if canceled_after is not None:
         recent = table(Subscription).alias("recent")
         window = [recent.c.canceled_at > canceled_after]
