@@ -96,7 +96,7 @@ def run_retain(url: str) -> dict[str, Any]:
 
 
 def run_bare(url: str) -> dict[str, Any]:
-    from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select
+    from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table, select
 
     from experiments.rules import FIELDS
     from experiments.simulation.business import BusinessConfig
@@ -106,15 +106,16 @@ def run_bare(url: str) -> dict[str, Any]:
 
     engine = make_engine(url)
     as_of = BusinessConfig().as_of
-    types = {"string": String, "bool": Integer}
+    types = {"string": String, "bool": Boolean}
+    features = customer_features(as_of, fields=FEATURES).subquery("features")
+    names = [c.name for c in features.c if c.name != "customer_id"]  # the query's order
     staged = Table(
         "bare_features",
         MetaData(),
         Column("customer_id", Integer),
-        *(Column(f"f{i}", types.get(FIELDS[f].type, Float)) for i, f in enumerate(FEATURES)),
+        *(Column(f"f{i}", types.get(FIELDS[f].type, Float)) for i, f in enumerate(names)),
         prefixes=["TEMPORARY"],
     )
-    features = customer_features(as_of, fields=FEATURES).subquery("features")
     query = select(features).where(_live(as_of, features.c.customer_id))
     with engine.connect() as connection:
         transaction = connection.begin()
