@@ -33,14 +33,21 @@ def deploy(
     """Turn experiment files into Prefect deployments on the server in PREFECT_API_URL: per file
     an enrol (schedule.cron), a dispatch (schedule.dispatch, default every 15 minutes) and an
     evaluate (schedule.evaluate, default 06:00) deployment, in schedule.timezone. Re-deploying
-    after an edit updates the schedules; `status: paused` or `stopped` leaves none active."""
+    after an edit updates the schedules; `status: paused` or `stopped` leaves none active.
+    Also creates (or updates) the per-channel send rate limits every dispatch shares
+    (RETAIN_EMAIL_RATE_PER_SECOND, RETAIN_SMS_RATE_PER_SECOND)."""
     from experiments.loader import SpecError, load_specs
     from messaging.render import template_exists
+    from messaging.settings import load_settings
 
     try:
         loaded = load_specs(paths, template_exists)
     except SpecError as error:
         fail_all(error.problems)
+    try:
+        settings = load_settings()
+    except ValueError as error:
+        fail("settings", " ".join(str(error).split()))
     if not os.environ.get("PREFECT_API_URL"):
         warning(
             "PREFECT_API_URL is not set: the deployments live in a temporary local API and "
@@ -48,6 +55,7 @@ def deploy(
             "`prefect server start`) and set PREFECT_API_URL to keep them."
         )
     from flows.deploy import apply_deployments, plan_deployments, serve_deployments
+    from flows.throttle import apply_limits, planned_limits
 
     planned = [
         item
@@ -63,6 +71,13 @@ def deploy(
             safe(item.cron),
             safe(item.timezone),
             "active" if item.active else "[yellow]paused[/yellow]",
+        )
+    for applied in apply_limits(planned_limits(settings)):
+        limit = applied.planned
+        console.print(
+            f"rate limit {limit.name}: {limit.per_second:g} {limit.channel} sends/s, "
+            f"bursts of {limit.limit} ({applied.action})",
+            highlight=False,
         )
     if not serve:
         apply_deployments(planned)

@@ -44,9 +44,12 @@ def dispatch(
     _checked(lambda: writable_folder(outbox, "--outbox"))
     warn_default_link_secret()
     _quiet_prefect(verbose)
-    from flows.pipeline import dispatch_messages
+    from flows.pipeline import DispatchIncomplete, dispatch_messages
 
-    summary = dispatch_messages(str(outbox), as_of=as_of)
+    try:
+        summary = dispatch_messages(str(outbox), as_of=as_of)
+    except DispatchIncomplete as incomplete:  # the flow run is Failed; say why below
+        summary = incomplete.summary
     console.print(
         f"sent {summary.sent}, withheld (control) {summary.withheld}, skipped {summary.skipped}, "
         f"deferred {summary.deferred}, failed {summary.failed}, retried {summary.retried}, "

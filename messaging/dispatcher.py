@@ -9,7 +9,9 @@ Per batch (see :mod:`models.outbox` for the transactions):
    every arm (a control customer's shadow message is recorded ``withheld``: it would have been
    sent); render what will be sent; write skips, deferrals and failures, and mark the rest in
    flight with an attempt row, before any provider call;
-3. **send** on ``senders`` threads, rate-limited per channel;
+3. **send** on ``senders`` threads, rate-limited per channel: by ``DispatchOptions.limiters``
+   where given (a rate shared by every dispatcher, e.g. a Prefect global rate limit, see
+   :mod:`flows.throttle`), else by this process's token bucket at ``DispatchOptions.rates``;
 4. **record** the results in one transaction: sent, retry later (exponential backoff with jitter,
    at least the provider's ``Retry-After``), failed (with the provider's code, plus a suppression
    where the error means so), or outcome unknown (a timeout: reconciled, never blindly resent).
@@ -37,7 +39,7 @@ from messaging.channels import Channel
 from messaging.decisions import BatchDecisions, DispatchSummary, Experiments, Tally
 from messaging.policy import PolicySettings
 from messaging.recovery import reconcile_expired, release_claims
-from messaging.sending import InFlightBatch, Senders, SendResult
+from messaging.sending import InFlightBatch, Limiter, Senders, SendResult
 from models import outbox
 from models.outbox import ClaimedMessage, Outcome
 
@@ -61,11 +63,14 @@ class DispatchOptions:
     """How a dispatcher runs. ``lease``: how long a claim is held before others may take it over
     (it must exceed one batch's send phase); ``call_budget``: the longest one provider call may
     take (its timeout plus a margin): no call starts closer than that to the lease's end;
-    ``recheck_after``: when a message whose outcome is unknown is reconciled."""
+    ``recheck_after``: when a message whose outcome is unknown is reconciled; ``rates``: sends
+    per second per channel for this process's own token bucket; ``limiters``: a channel's
+    limiter instead of that bucket (a rate shared across dispatchers)."""
 
     batch_size: int = 200
     senders: int = 4
     rates: Mapping[str, float] | None = None
+    limiters: Mapping[str, Limiter] | None = None
     lease: timedelta = timedelta(minutes=5)
     call_budget: float = 30.0
     max_attempts: int = MAX_ATTEMPTS
@@ -149,9 +154,11 @@ class _Dispatcher:
         finished: list[tuple[int, int, str, str | None, str | None]] = []
         suppress: list[tuple[int, str, str, str]] = []
         fatal: str | None = None
+        refused: str | None = None
         for result in results:
             message = result.job.message
             mid, attempt = message.message_id, result.job.attempt
+            refused = refused or result.refused
             if result.receipt is not None:
                 receipt = result.receipt
                 outcomes.append(
@@ -243,6 +250,9 @@ class _Dispatcher:
         if fatal is not None:
             self.tally.error = f"a provider refused our credentials: {fatal}"
             return False
+        if refused is not None:
+            self.tally.error = refused
+            return False
         return True
 
 
@@ -284,7 +294,8 @@ def dispatch_due(
     worker = worker_id or default_worker_id()
     dispatcher = _Dispatcher(engine, channels, worker, settings_for, opts)
     rates = {k: v for k, v in (opts.rates or {}).items() if k in channels}
-    senders = Senders(channels, opts.senders, rates, opts.call_budget)
+    limiters = {k: v for k, v in (opts.limiters or {}).items() if k in channels}
+    senders = Senders(channels, opts.senders, rates, opts.call_budget, limiters)
     batch: list[ClaimedMessage] = []
     held: list[int] = []
     flying: _Flying | None = None

@@ -1,5 +1,9 @@
-"""Concurrent provider calls for one batch: a pool of senders, a token bucket per channel, and the
+"""Concurrent provider calls for one batch: a pool of senders, a limiter per channel, and the
 translation of each call's result into what the dispatcher records.
+
+A channel's limiter is a :class:`TokenBucket` (this process's own pace) unless the dispatcher is
+given another :class:`Limiter` for it, such as a rate limit shared by every worker
+(:mod:`flows.throttle`, Prefect's global concurrency limits).
 
 A sender never starts a call whose worst-case end (now + the channel's timeout + a margin) would
 fall after the batch's lease: past the lease, another dispatcher may reconcile the message, and a
@@ -13,8 +17,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from messaging.channels import Channel, ChannelError, OutgoingMessage, Receipt
+
+
+class Limiter(Protocol):
+    """Paces one channel's provider calls: ``acquire()`` returns when the next call may start.
+    Called from several sender threads at once."""
+
+    def acquire(self) -> None: ...
+
+
+class LimiterError(Exception):
+    """A limiter that cannot be used (e.g. a shared limit does not exist); the message says what
+    to do. The dispatch stops: nothing more is sent and the unsent messages go back to pending."""
 
 
 class TokenBucket:
@@ -68,6 +85,8 @@ class SendResult:
     error: ChannelError | None = None
     unexpected: str | None = None
     not_attempted: bool = False
+    refused: str | None = None
+    """Why the call never started when a limiter refused it (:class:`LimiterError`)."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,8 @@ class InFlightBatch:
 
 
 class Senders:
-    """Runs a batch's provider calls on ``senders`` threads, rate-limited per channel."""
+    """Runs a batch's provider calls on ``senders`` threads, rate-limited per channel: by
+    ``limiters`` where given, else by a token bucket at ``rates``."""
 
     def __init__(
         self,
@@ -88,10 +108,14 @@ class Senders:
         senders: int = 4,
         rates: Mapping[str, float] | None = None,
         call_budget: float = 30.0,
+        limiters: Mapping[str, Limiter] | None = None,
     ) -> None:
         self.channels = channels
         self.senders = max(1, senders)
-        self.buckets = {name: TokenBucket(rate) for name, rate in (rates or {}).items()}
+        self.limiters: dict[str, Limiter] = {
+            name: TokenBucket(rate) for name, rate in (rates or {}).items()
+        }
+        self.limiters.update(limiters or {})
         self.call_budget = call_budget
         self.pool = ThreadPoolExecutor(max_workers=self.senders, thread_name_prefix="retain-send")
         self.stop = threading.Event()
@@ -113,9 +137,13 @@ class Senders:
         channel = job.message.channel
         if self.stop.is_set():
             return SendResult(job, not_attempted=True)
-        bucket = self.buckets.get(channel)
-        if bucket is not None:
-            bucket.acquire()
+        limiter = self.limiters.get(channel)
+        if limiter is not None:
+            try:
+                limiter.acquire()
+            except LimiterError as error:
+                self.stop.set()
+                return SendResult(job, not_attempted=True, refused=str(error))
         if self.stop.is_set() or time.monotonic() + self.call_budget > deadline():
             return SendResult(job, not_attempted=True)
         try:

@@ -56,6 +56,12 @@ class MessagingSettings(BaseSettings):
 
     email_rate_per_second: float = Field(default=50.0, gt=0)
     sms_rate_per_second: float = Field(default=10.0, gt=0)
+    rate_limiter: Literal["auto", "prefect", "local"] = Field(
+        default="auto",
+        description="who paces the sends per channel: the Prefect global rate limits `retain "
+        "deploy` creates (shared by every worker), this process's token bucket (local), or the "
+        "Prefect limit when the API has it, else the bucket (auto); see flows.throttle",
+    )
     senders: int = Field(default=4, ge=1, le=64, description="concurrent provider calls")
     lease_seconds: float = Field(default=300.0, gt=0)
 

@@ -186,9 +186,11 @@ def test_an_incomplete_dispatch_exits_non_zero_and_secret_blocks_load(
         monkeypatch.setenv("RETAIN_SENDGRID_API_KEY", "SG.revoked")
         # The flow itself reports the incomplete run (and Prefect's log handlers are set up
         # here, outside the CLI runner's temporary streams).
-        from flows.pipeline import dispatch_messages
+        from flows.pipeline import DispatchIncomplete, dispatch_messages
 
-        summary = dispatch_messages(str(tmp_path))
+        with pytest.raises(DispatchIncomplete) as incomplete:  # the flow run ends Failed
+            dispatch_messages(str(tmp_path))
+        summary = incomplete.value.summary
         assert not summary.complete and "check RETAIN_SENDGRID_API_KEY" in (summary.error or "")
         result = runner.invoke(app, ["dispatch", "--outbox", str(tmp_path)])
         assert result.exit_code == 2, result.output
