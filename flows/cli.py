@@ -76,6 +76,12 @@ def _quiet_prefect(verbose: bool) -> None:
         # Prefect's ephemeral API stops with this command; recording task runs into it only
         # races its shutdown (tracebacks on exit, INTEGRATIONS.md).
         os.environ.setdefault("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
+    from flows.runners import RunnerError, task_runner
+
+    try:
+        task_runner()  # RETAIN_TASK_RUNNER: one line here rather than a failed import later
+    except RunnerError as error:
+        _fail(error)
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     _FLOW_SETTINGS.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))

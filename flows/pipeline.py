@@ -19,6 +19,7 @@ from prefect.states import Failed
 from experiments.holdout import HoldoutError, HoldoutSettings, load_holdout
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report, write_report
+from flows.runners import task_runner
 from messaging.dispatcher import DispatchOptions, DispatchSummary, dispatch_due
 from messaging.render import template_exists, template_variables
 from messaging.sending import LimiterError
@@ -136,19 +137,23 @@ def publish_artifacts(report: Report, out_dir: str) -> list[str]:
     return publish(report, Path(out_dir))
 
 
-@flow(name="run-experiment")
+@flow(name="run-experiment", task_runner=task_runner())
 def run_experiment(spec_path: str, as_of: datetime | None = None) -> RunSummary:
     """Validate the experiment file, record it, select its segment, assign new customers to arms
-    and schedule their messages. Re-running moves nobody and schedules nothing twice."""
+    and schedule their messages. Re-running moves nobody and schedules nothing twice.
+
+    The heavy batches run on the task runner (:mod:`flows.runners`: threads, or a Dask cluster):
+    the assignment first, then scheduling and the checks side by side."""
     logger = get_run_logger()
     as_of = as_of or now_utc()
     loaded = load_experiment(spec_path)
     holdout = holdout_setting()
     registration = register(loaded, as_of)
     eid = registration.experiment_id
-    assigned = select_and_assign(loaded, eid, as_of, holdout)
-    scheduled = schedule(loaded, eid, as_of)
-    checks = check_assignment(loaded, eid, as_of)
+    assigned = select_and_assign.submit(loaded, eid, as_of, holdout).result()
+    scheduling = schedule.submit(loaded, eid, as_of)
+    checking = check_assignment.submit(loaded, eid, as_of)
+    scheduled, checks = scheduling.result(), checking.result()
     logger.info(
         "%s: %d in segment, %d newly assigned %s, excluded %s, %d messages scheduled;"
         " sample ratio p=%.3g%s",

@@ -16,6 +16,7 @@ from prefect.cache_policies import NONE
 from prefect.deployments.runner import RunnerDeployment
 from pydantic import BaseModel, ConfigDict
 
+from flows.runners import task_runner
 from models.db import engine_for
 from models.imports.mapping import load_mapping
 from models.imports.run import ImportSummary, import_file
@@ -44,7 +45,7 @@ def file_import(item: FileImport) -> ImportSummary:
     return import_file(engine_for(), Path(item.path), load_mapping(item.mapping))
 
 
-@flow(name="sync-customers")
+@flow(name="sync-customers", task_runner=task_runner())
 def sync_customers(
     stripe: bool = True, files: list[FileImport] | None = None
 ) -> list[ImportSummary]:
@@ -55,8 +56,8 @@ def sync_customers(
         synced = stripe_sync()
         summaries += synced.imports
         logger.info("stripe: %d change events, cursors %s", synced.events, synced.cursors)
-    for item in files or []:
-        summaries.append(file_import(item))
+    for item in files or []:  # in order, on the task runner (a Dask cluster if so configured)
+        summaries.append(file_import.submit(item).result())
     for s in summaries:
         logger.info(
             "%s → %s: %d inserted, %d updated, %d unchanged, %d rejected",
