@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.progress import (
@@ -37,6 +37,9 @@ from flows.cli_messaging_b import (
     webhooks_app,
 )
 from flows.console import console, fail, fail_all, safe, warning
+
+if TYPE_CHECKING:
+    from experiments.loader import LoadedSpec
 
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -81,7 +84,7 @@ def _quiet_prefect(verbose: bool) -> None:
     try:
         task_runner()  # RETAIN_TASK_RUNNER: one line here rather than a failed import later
     except RunnerError as error:
-        _fail(error)
+        fail(error)
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     _FLOW_SETTINGS.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
@@ -100,12 +103,12 @@ def _checked(check: Callable[[], T]) -> T:
         fail(problem)
 
 
-def _validate_or_exit(paths: list[Path]) -> None:
+def _validate_or_exit(paths: list[Path]) -> list[LoadedSpec]:
     from experiments.loader import SpecError, load_specs
     from messaging.render import template_exists, template_variables
 
     try:
-        load_specs(paths, template_exists, template_variables)
+        return load_specs(paths, template_exists, template_variables)
     except SpecError as error:
         fail_all(error.problems)
 
@@ -116,8 +119,8 @@ def validate(
 ) -> None:
     """Check experiment files: fields, segment rules, metrics, templates. Exit code 2 on errors,
     with one line per problem (file:line: what is wrong and how to fix it)."""
-    _validate_or_exit(paths)
-    for text in sms_budget_warnings(paths):
+    specs = _validate_or_exit(paths)
+    for text in sms_budget_warnings(paths, specs):
         warning(text)
     console.print(f"[green]ok[/green] {len(paths)} experiment file(s) valid")
 
@@ -150,9 +153,8 @@ def run(
 ) -> None:
     """Run experiments once: select each segment, assign new customers to arms (sticky: nobody
     already assigned moves) and schedule their messages in the outbox."""
-    _validate_or_exit(paths)
+    specs = _validate_or_exit(paths)
     _quiet_prefect(verbose)
-    from experiments.loader import load_spec
     from models.experiments import (
         ExperimentChangeError,
         SegmentError,
@@ -161,10 +163,9 @@ def run(
     )
 
     engine = _checked(open_database)
-    for path in paths:
+    for loaded in specs:
         # Before any flow starts: a refused change or a segment the database cannot run is one
         # line, not a failed flow run with Prefect's tracebacks, and nothing is recorded.
-        loaded = load_spec(path)
         try:
             check_change(engine, loaded)
             check_segment(engine, loaded, as_of or datetime.now(UTC))

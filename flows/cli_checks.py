@@ -9,12 +9,12 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import inspect
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, SQLAlchemyError
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by the checks that use it: `validate` needs none
+    from sqlalchemy.engine import Engine
 
 AS_OF_HELP = (
     "Act as if it were this time, ISO 8601 with or without an offset (2027-01-31, "
@@ -78,6 +78,8 @@ def writable_folder(path: Path, option: str = "--out") -> Path:
 def open_database(url: str | None = None) -> Engine:
     """The engine of ``url`` (default: RETAIN_DATABASE_URL), upgraded to the newest schema; a
     :class:`CliProblem` names the database and the fix when it cannot be."""
+    from sqlalchemy.exc import ArgumentError
+
     from models.db import database_url, engine_for, redact
     from models.migrate import upgrade
 
@@ -101,6 +103,8 @@ def open_database(url: str | None = None) -> Engine:
 
 
 def _refuse_foreign_tables(engine: Engine, shown: str) -> None:
+    from sqlalchemy import inspect
+
     from models.migrate import current_revision
 
     if current_revision(engine) is not None:
@@ -118,6 +122,7 @@ def _refuse_foreign_tables(engine: Engine, shown: str) -> None:
 def database_problem(error: BaseException, shown: str) -> str:
     """One line for a failure to open or upgrade the database ``shown``."""
     from alembic.util.exc import CommandError
+    from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError, SQLAlchemyError
 
     text = " ".join(str(getattr(error, "orig", None) or error).split())
     if isinstance(error, CommandError) and "Can't locate revision" in text:

@@ -44,7 +44,7 @@ def dispatch(
     _checked(lambda: writable_folder(outbox, "--outbox"))
     warn_default_link_secret()
     _quiet_prefect(verbose)
-    from flows.pipeline import DispatchIncomplete, dispatch_messages
+    from flows.dispatch_flow import DispatchIncomplete, dispatch_messages
 
     try:
         summary = dispatch_messages(str(outbox), as_of=as_of)

@@ -5,6 +5,7 @@ Prefect."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,7 @@ import typer
 from flows.console import console, fail, safe, warning
 
 if TYPE_CHECKING:
+    from experiments.loader import LoadedSpec
     from messaging.context import CustomerView
 
 webhooks_app = typer.Typer(
@@ -51,16 +53,17 @@ def warn_default_link_secret() -> None:
         warning(text)
 
 
-def sms_budget_warnings(paths: list[Path]) -> list[str]:
+def sms_budget_warnings(paths: list[Path], loaded: Sequence[LoadedSpec] | None = None) -> list[str]:
     """``file: warning`` lines for SMS templates that can exceed their experiment's budget
-    (files that do not load are reported by validation itself)."""
+    (files that do not load are reported by validation itself); ``loaded``: the files' specs
+    when the caller has them already (parsing a file twice doubles `retain validate`)."""
     from experiments.loader import SpecError, load_spec
     from messaging.sms_budget import budget_warnings
 
     lines: list[str] = []
-    for path in paths:
+    for index, path in enumerate(paths):
         try:
-            spec = load_spec(path).spec
+            spec = loaded[index].spec if loaded is not None else load_spec(path).spec
         except (SpecError, OSError):
             continue
         lines.extend(f"{path}: {warning}" for warning in budget_warnings(spec))

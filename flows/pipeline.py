@@ -9,28 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.states import Failed
 
 from experiments.holdout import HoldoutError, HoldoutSettings, load_holdout
 from experiments.loader import LoadedSpec, load_spec
 from experiments.report import Report, write_report
+from flows.dispatch_flow import (  # noqa: F401  (prefect.yaml's entrypoint is flows/pipeline.py)
+    DispatchIncomplete,
+    dispatch,
+    dispatch_messages,
+)
 from flows.runners import task_runner
-from messaging.dispatcher import DispatchOptions, DispatchSummary, dispatch_due
 from messaging.render import template_exists, template_variables
-from messaging.sending import LimiterError
-from messaging.settings import build_channels, call_budget, load_settings
 from models.assign import AssignmentError, AssignmentRun, assign_segment
 from models.assign_checks import CheckSummary, run_checks
 from models.assign_schedule import schedule_messages_sql
 from models.db import engine_for
 from models.evaluation import evaluate
 from models.experiments import Registration, register_experiment, registered_spec
-from models.offers import grant_sent_offers
 
 
 @dataclass(frozen=True)
@@ -86,30 +86,6 @@ def schedule(loaded: LoadedSpec, experiment_id: int, now: datetime) -> int:
 @task(cache_policy=NONE)
 def check_assignment(loaded: LoadedSpec, experiment_id: int, now: datetime) -> CheckSummary:
     return run_checks(engine_for(), experiment_id, loaded.spec, now)
-
-
-@task(cache_policy=NONE)
-def dispatch(as_of: datetime | None, outbox_dir: str) -> DispatchSummary:
-    # No task retries: a dispatch that stops says why in its summary, and the next run resumes
-    # (expired claims are taken over, messages in flight are reconciled with the provider).
-    from flows.throttle import shared_limiters
-
-    settings = load_settings()
-    channels = build_channels(settings, Path(outbox_dir))
-    try:
-        limiters = shared_limiters(settings)  # Prefect's rate limits where they exist
-    except LimiterError as error:
-        return DispatchSummary(0, {}, 0, 0, 0, error=str(error))
-    if limiters:
-        get_run_logger().info("paced by Prefect rate limits for %s", ", ".join(sorted(limiters)))
-    options = DispatchOptions(
-        senders=settings.senders,
-        rates={"email": settings.email_rate_per_second, "sms": settings.sms_rate_per_second},
-        limiters=limiters,
-        lease=timedelta(seconds=settings.lease_seconds),
-        call_budget=call_budget(settings),
-    )
-    return dispatch_due(engine_for(), as_of, channels, options=options)
 
 
 @task(cache_policy=NONE)
@@ -176,47 +152,6 @@ def run_experiment(spec_path: str, as_of: datetime | None = None) -> RunSummary:
         assigned.excluded,
         checks,
     )
-
-
-class DispatchIncomplete(RuntimeError):
-    """A dispatch that could not finish; its flow run ends Failed (a state to alert on) and
-    ``summary`` says what it did and why it stopped (nothing is sent twice by the next run)."""
-
-    def __init__(self, summary: DispatchSummary) -> None:
-        super().__init__(f"dispatch incomplete: {summary.error}")
-        self.summary = summary
-
-
-@flow(name="dispatch-messages")
-def dispatch_messages(outbox_dir: str = "outbox", as_of: datetime | None = None) -> DispatchSummary:
-    """Send every due message in the outbox through its channel, once. Without ``as_of`` each
-    batch is judged by the clock when it is sent; with it, the whole run acts at that time.
-
-    A dispatch that stops early (a provider refusing the credentials, a missing rate limit, the
-    database going away) ends the flow run Failed with the reason as its message, and calling
-    the flow raises :class:`DispatchIncomplete` carrying the summary."""
-    summary = dispatch(as_of, outbox_dir)
-    grant_sent_offers(engine_for(), as_of or now_utc())  # offer codes of what was sent
-    logger = get_run_logger()
-    logger.info(
-        "sent %d, withheld (control) %d, skipped %s, deferred %d, failed %d, retried %d, "
-        "outcome unknown %d, reconciled %d",
-        summary.sent,
-        summary.withheld,
-        summary.skipped,
-        summary.deferred,
-        summary.failed,
-        summary.retried,
-        summary.unknown,
-        summary.reconciled,
-    )
-    if summary.error:
-        logger.error("dispatch incomplete: %s", summary.error)
-        # A returned Failed state: the run is Failed without a traceback in its log.
-        return Failed(  # type: ignore[return-value]
-            message=f"dispatch incomplete: {summary.error}", data=DispatchIncomplete(summary)
-        )
-    return summary
 
 
 @flow(name="evaluate-experiment")
