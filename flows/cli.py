@@ -11,11 +11,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,7 +36,7 @@ from flows.cli_messaging_b import (
     sms_budget_warnings,
     webhooks_app,
 )
-from flows.console import safe
+from flows.console import console, fail, fail_all, safe, warning
 
 # Prefect settings must be in the environment before prefect is imported (flows import it lazily).
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -64,10 +62,6 @@ app.command()(preview)
 app.command("import")(cli_import.import_command)
 app.add_typer(cli_import.sync_app, name="sync")
 
-console = Console()
-if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
-    console.width = 130
-errors = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
@@ -92,18 +86,12 @@ _FLOW_SETTINGS = ExitStack()
 atexit.register(_FLOW_SETTINGS.close)
 
 
-def _fail(message: object) -> NoReturn:
-    """The one error path: ``error <where>: <what>; <fix>`` on stderr, exit code 2."""
-    errors.print(f"[red]error[/red] {safe(message)}", highlight=False)
-    raise typer.Exit(code=2)
-
-
 def _checked(check: Callable[[], T]) -> T:
     """``check()``, or its :class:`CliProblem` as the one error line."""
     try:
         return check()
     except CliProblem as problem:
-        _fail(problem)
+        fail(problem)
 
 
 def _validate_or_exit(paths: list[Path]) -> None:
@@ -113,11 +101,7 @@ def _validate_or_exit(paths: list[Path]) -> None:
     try:
         load_specs(paths, template_exists, template_variables)
     except SpecError as error:
-        for problem in error.problems:
-            errors.print(f"[red]error[/red] {safe(problem)}", highlight=False, soft_wrap=True)
-            for line in problem.context:  # a rule with a caret under the mistake
-                errors.print(f"    {safe(line)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+        fail_all(error.problems)
 
 
 @app.command()
@@ -127,8 +111,8 @@ def validate(
     """Check experiment files: fields, segment rules, metrics, templates. Exit code 2 on errors,
     with one line per problem (file:line: what is wrong and how to fix it)."""
     _validate_or_exit(paths)
-    for warning in sms_budget_warnings(paths):
-        errors.print(f"[yellow]warning[/yellow] {escape(warning)}", highlight=False)
+    for text in sms_budget_warnings(paths):
+        warning(text)
     console.print(f"[green]ok[/green] {len(paths)} experiment file(s) valid")
 
 
@@ -179,14 +163,14 @@ def run(
             check_change(engine, loaded)
             check_segment(engine, loaded, as_of or datetime.now(UTC))
         except (ExperimentChangeError, SegmentError) as error:
-            _fail(error)
+            fail(error)
     from flows.pipeline import run_experiment
 
     for path in paths:
         try:
             summary = run_experiment(str(path), as_of=as_of)
         except (ExperimentChangeError, SegmentError) as error:
-            _fail(error)
+            fail(error)
         console.print(
             f"{safe(summary.experiment)}: {summary.segment_size:,} in segment, "
             f"{summary.newly_assigned:,} newly assigned {safe(summary.by_arm)}, "
@@ -208,7 +192,7 @@ def evaluate(
 
     engine = _checked(open_database)
     if experiment_id_for(engine, key) is None:
-        _fail(f"experiment {key!r}: not in the database; run it first (retain run PATH)")
+        fail(f"experiment {key!r}: not in the database; run it first (retain run PATH)")
     _checked(lambda: writable_folder(out / key))
     from flows.pipeline import evaluate_experiment
     from flows.tables import report_table
@@ -267,7 +251,7 @@ def demo(
                 log=lambda line: console.print(f"[dim]{safe(line)}[/dim]", highlight=False),
             )
         except SeedError as error:
-            _fail(f"{error}; give the demo an empty database, or leave out --database-url")
+            fail(f"{error}; give the demo an empty database, or leave out --database-url")
     for key, report in result.reports.items():
         console.print(report_table(report))
         console.print(f"  report: {safe(result.report_dirs[key])}/report.html\n", highlight=False)
@@ -299,7 +283,7 @@ def plan(
     try:
         result = plan_experiment(engine, spec, as_of or datetime.now(UTC), mde)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
 
     def fmt(value: float) -> str:
         return f"{value * 100:.2f} pp" if result.kind == "binary" else f"{value:,.2f}"
@@ -367,7 +351,7 @@ def analyze(
     from flows.tables import report_table
 
     if correction not in ("holm", "bh", "none"):
-        _fail(f"--correction must be holm, bh or none, not {correction!r}")
+        fail(f"--correction must be holm, bh or none, not {correction!r}")
     _checked(lambda: writable_folder(out))
     try:
         metrics = [parse_metric_option(m) for m in metric]
@@ -390,9 +374,9 @@ def analyze(
             data, arm_column, baseline, metrics, out, weights, alpha, correction
         )
     except (CsvDataError, ValueError) as error:
-        _fail(error)
+        fail(error)
     except OSError as error:  # the folder was checked; this is a write failing part-way
-        _fail(f"--out {out}: cannot write the report ({error.strerror or error})")
+        fail(f"--out {out}: cannot write the report ({error.strerror or error})")
     console.print(report_table(report))
     console.print(
         f"{loaded.rows:,} rows, {len(loaded.arms)} arms analysed in {time.monotonic() - started:.1f} s; "

@@ -8,19 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-console = Console()
-if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
-    console.width = 160
-errors = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> None:
-    errors.print(f"[red]error[/red] {escape(message)}", highlight=False)
-    raise typer.Exit(code=2)
+from flows.console import console, fail, fail_all, safe, warning
 
 
 def deploy(
@@ -50,15 +40,12 @@ def deploy(
     try:
         loaded = load_specs(paths, template_exists)
     except SpecError as error:
-        for problem in error.problems:
-            errors.print(f"[red]error[/red] {escape(str(problem))}", highlight=False)
-        raise typer.Exit(code=2) from None
+        fail_all(error.problems)
     if not os.environ.get("PREFECT_API_URL"):
-        errors.print(
-            "[yellow]warning[/yellow] PREFECT_API_URL is not set: the deployments live in a "
-            "temporary local API and vanish when this command ends; start a server "
-            "(`prefect server start`) and set PREFECT_API_URL to keep them.",
-            highlight=False,
+        warning(
+            "PREFECT_API_URL is not set: the deployments live in a temporary local API and "
+            "vanish when this command ends; start a server (`retain server start`, or "
+            "`prefect server start`) and set PREFECT_API_URL to keep them."
         )
     from flows.deploy import apply_deployments, plan_deployments, serve_deployments
 
@@ -72,9 +59,9 @@ def deploy(
         table.add_column(column)
     for item in planned:
         table.add_row(
-            escape(item.full_name),
-            escape(item.cron),
-            escape(item.timezone),
+            safe(item.full_name),
+            safe(item.cron),
+            safe(item.timezone),
             "active" if item.active else "[yellow]paused[/yellow]",
         )
     if not serve:
@@ -110,13 +97,13 @@ def status() -> None:
         messages = ", ".join(f"{k} {v:,}" for k, v in sorted(item.messages.items())) or "–"
         runs = upcoming.get(item.key)
         table.add_row(
-            escape(item.key),
-            escape(item.status),
+            safe(item.key),
+            safe(item.status),
             f"{item.assigned:,}",
-            escape(messages),
+            safe(messages),
             _when(item.last_evaluated),
-            escape(item.headline),
-            escape(runs) if runs else "– (no schedule known)",
+            safe(item.headline),
+            safe(runs) if runs else "– (no schedule known)",
         )
     if not overview:
         console.print("no experiments yet: `retain run FILE.yaml` or `retain deploy FILE.yaml`")
@@ -141,10 +128,10 @@ def server_start(
     try:
         server = start(port)
     except RuntimeError as error:
-        _fail(str(error))
+        fail(str(error))
         return
     console.print(
-        f"Prefect server running at {escape(server.url)} (pid {server.pid}); "
+        f"Prefect server running at {safe(server.url)} (pid {server.pid}); "
         "`retain server stop` stops it",
         highlight=False,
     )
@@ -164,10 +151,10 @@ def server_status() -> None:
     from flows.server import healthy, recorded
 
     if os.environ.get("PREFECT_API_URL"):
-        console.print(f"PREFECT_API_URL={escape(os.environ['PREFECT_API_URL'])} is used")
+        console.print(f"PREFECT_API_URL={safe(os.environ['PREFECT_API_URL'])} is used")
         return
     server = recorded()
     if server is not None and healthy(server.url):
-        console.print(f"local server up at {escape(server.url)} (pid {server.pid})")
+        console.print(f"local server up at {safe(server.url)} (pid {server.pid})")
     else:
         console.print("no local server: flow commands start Prefect's ephemeral API (8-10 s)")

@@ -5,21 +5,13 @@ is the flow in ``flows/sync.py``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+
+from flows.console import console, error, fail, fail_all, safe
 
 sync_app = typer.Typer(help="Pull a billing system's data into Retain.", no_args_is_help=True)
-
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[red]error[/red] {escape(message)}", highlight=False)
-    raise typer.Exit(code=2)
 
 
 def import_command(
@@ -59,26 +51,24 @@ def import_command(
     from models.migrate import upgrade
 
     if not mapping:
-        _fail("import: no --mapping; give a mapping YAML file or a shipped mapping's name")
+        fail("import: no --mapping; give a mapping YAML file or a shipped mapping's name")
     if bool(files) == bool(from_sql):
-        _fail("import: give either files or --from-sql URL --query FILE.sql")
+        fail("import: give either files or --from-sql URL --query FILE.sql")
     if rejects is not None and files and len(files) > 1:
-        _fail("import: --rejects names one file's reject file; import the files one at a time")
+        fail("import: --rejects names one file's reject file; import the files one at a time")
     try:
         loaded = load_mapping(mapping)
     except MappingError as error:
-        for problem in error.problems:
-            errors.print(f"[red]error[/red] {escape(str(problem))}", highlight=False)
-        raise typer.Exit(code=2) from None
+        fail_all(error.problems)
     settings_problem = _settings_problem()
     if settings_problem:
-        _fail(f"import: {settings_problem}")
+        fail(f"import: {settings_problem}")
     engine = engine_for()
     upgrade(engine)
     summaries: list[ImportSummary] = []
     if from_sql:
         if query is None or not query.is_file():
-            _fail(f"import: --query {query}: not a file; write the SELECT into a .sql file")
+            fail(f"import: --query {query}: not a file; write the SELECT into a .sql file")
         summaries.append(
             import_query(
                 engine,
@@ -92,7 +82,7 @@ def import_command(
         )
     for path in files or []:
         if not path.is_file():
-            _fail(f"import {path}: no such file; check the path")
+            fail(f"import {path}: no such file; check the path")
         summaries.append(import_file(engine, path, loaded, reject_file=rejects))
     for summary in summaries:
         _report(summary)
@@ -121,14 +111,11 @@ def _report(summary: object) -> None:
     from models.imports.run import ImportSummary
 
     assert isinstance(summary, ImportSummary)
-    source = escape(summary.source)
+    source = safe(summary.source)
     if summary.status != "applied":
         for line, message in summary.problems:
             where = f"{summary.source}:{line}" if line else summary.source
-            errors.print(
-                f"[red]error[/red] {escape(where)}: {escape(message)}; nothing was imported",
-                highlight=False,
-            )
+            error(f"{where}: {message}; nothing was imported")
         return
     note = " (no change)" if summary.changed_nothing and not summary.rejects else ""
     console.print(
@@ -140,9 +127,7 @@ def _report(summary: object) -> None:
     if summary.suppressions:
         console.print(f"  {summary.suppressions:,} unsubscribes recorded as suppressions")
     if summary.reject_file is not None:
-        console.print(
-            f"  rejected rows and why: {escape(str(summary.reject_file))}", highlight=False
-        )
+        console.print(f"  rejected rows and why: {safe(str(summary.reject_file))}", highlight=False)
 
 
 @sync_app.command("stripe")
@@ -159,13 +144,13 @@ def sync_stripe_command() -> None:
 
     settings_problem = _settings_problem()
     if settings_problem:
-        _fail(f"sync stripe: {settings_problem}")
+        fail(f"sync stripe: {settings_problem}")
     engine = engine_for()
     upgrade(engine)
     try:
         summary = sync_stripe(engine, ImportSettings())
     except (StripeApiError, StripeKeyMissing) as error:
-        _fail(f"sync stripe: {error}")
+        fail(f"sync stripe: {error}")
     for item in summary.imports:
         _report(item)
     console.print(

@@ -8,30 +8,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from flows.cli_checks import AsOf
+from flows.console import console, fail, safe
 
 outbox_app = typer.Typer(help="Inspect and repair the message outbox.", no_args_is_help=True)
 
-console = Console()
-if not console.is_terminal:
-    console.width = 130
-errors = Console(stderr=True, soft_wrap=True)
 
 OutboxDir = Annotated[
     Path, typer.Option("--outbox", help="Folder the local outbox channel writes to.")
 ]
-
-
-def _fail(where: str, message: str, code: int = 2) -> NoReturn:
-    errors.print(f"[red]error[/red] {where}: {escape(message)}", highlight=False)
-    raise typer.Exit(code=code)
 
 
 def dispatch(
@@ -49,7 +39,7 @@ def dispatch(
     try:
         build_channels(load_settings(), outbox)  # fail fast, before any flow starts
     except (SettingsError, ValueError) as error:
-        _fail("channels", str(error))
+        fail("channels", str(error))
     _checked(open_database)
     _checked(lambda: writable_folder(outbox, "--outbox"))
     warn_default_link_secret()
@@ -64,7 +54,7 @@ def dispatch(
         highlight=False,
     )
     if summary.error:
-        _fail(
+        fail(
             "dispatch",
             f"the dispatch did not finish: {summary.error}; fix the cause and run "
             "`retain dispatch` again (nothing is sent twice)",
@@ -79,7 +69,7 @@ def channels() -> None:
     try:
         settings = load_settings()
     except ValueError as error:
-        _fail("settings", " ".join(str(error).split()))
+        fail("settings", " ".join(str(error).split()))
     table = Table(title="Channels", title_justify="left")
     for column in ("messages", "channel", "settings", "details"):
         table.add_column(column)
@@ -88,7 +78,7 @@ def channels() -> None:
         state = "complete" if plan.complete else "missing " + ", ".join(plan.missing)
         incomplete |= not plan.complete
         details = "; ".join(f"{name}: {value}" for name, value in plan.details)
-        table.add_row(plan.kind, plan.provider, escape(state), escape(details))
+        table.add_row(plan.kind, plan.provider, safe(state), safe(details))
     console.print(table)
     if incomplete:
         raise typer.Exit(code=2)
@@ -110,7 +100,7 @@ def outbox_status() -> None:
     table.add_column("lease expired", justify="right")
     for row in status_counts(engine, datetime.now(UTC)):
         name = f"{row.status} ({row.detail})" if row.detail else row.status
-        table.add_row(escape(name), f"{row.count:,}", f"{row.expired:,}" if row.expired else "")
+        table.add_row(safe(name), f"{row.count:,}", f"{row.expired:,}" if row.expired else "")
     console.print(table)
 
 
@@ -137,7 +127,7 @@ def outbox_recover(
         settings = load_settings()
         configured = build_channels(settings, outbox)
     except (SettingsError, ValueError) as error:
-        _fail("channels", str(error))
+        fail("channels", str(error))
     engine = engine_for()
     upgrade(engine)
     now = datetime.now(UTC)

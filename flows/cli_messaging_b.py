@@ -7,11 +7,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+
+from flows.console import console, fail, safe, warning
 
 if TYPE_CHECKING:
     from messaging.context import CustomerView
@@ -20,8 +20,6 @@ webhooks_app = typer.Typer(
     help="Delivery webhooks (SendGrid events, Twilio callbacks).", no_args_is_help=True
 )
 
-console = Console(highlight=False, soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 SAMPLE_NAMES = {
     "en": "Alex Morgan",
@@ -41,21 +39,16 @@ SAMPLE_MONEY = {
 SAMPLE_CURRENCY = {"en": "USD", "sv": "SEK", "nl": "EUR", "zh": "CNY", "th": "THB"}
 
 
-def _fail(where: str, what: str, fix: str) -> NoReturn:
-    errors.print(f"[red]error[/red] {escape(where)}: {escape(what)}; {escape(fix)}")
-    raise typer.Exit(code=2)
-
-
 def warn_default_link_secret() -> None:
     """Say so (stderr) when links are signed with the demo's per-install key."""
     from messaging.links import LinkSecretError, default_secret_warning
 
     try:
-        warning = default_secret_warning()
+        text = default_secret_warning()
     except LinkSecretError as error:
-        _fail("links", str(error), "fix RETAIN_LINK_SECRET_BLOCK")
-    if warning:
-        errors.print(f"[yellow]warning[/yellow] {escape(warning)}")
+        fail("links", str(error), "fix RETAIN_LINK_SECRET_BLOCK")
+    if text:
+        warning(text)
 
 
 def sms_budget_warnings(paths: list[Path]) -> list[str]:
@@ -120,7 +113,7 @@ def _customer_view(
     engine = engine_for()
     try:
         if not is_up_to_date(engine):
-            _fail(
+            fail(
                 "preview",
                 f"database {redact(database_url())} is not up to date",
                 "run `retain db upgrade`",
@@ -130,7 +123,7 @@ def _customer_view(
                 select(col(Customer.id)).where(col(Customer.external_id) == external_id)
             ).first()
             if found is None:
-                _fail(
+                fail(
                     "preview",
                     f"no customer {external_id!r} in {redact(database_url())}",
                     "give the customer's external id, or use --locale for a sample customer",
@@ -171,18 +164,18 @@ def preview(
     from messaging.render import TemplateError, render, resolve_locale, template_exists
 
     if customer and locale:
-        _fail("preview", "--customer and --locale exclude each other", "give one of them")
+        fail("preview", "--customer and --locale exclude each other", "give one of them")
     try:
         spec = load_spec(path, template_exists).spec
     except SpecError as error:
-        _fail(str(path), str(error.problems[0]) if error.problems else str(error), "fix the file")
+        fail(str(path), str(error.problems[0]) if error.problems else str(error), "fix the file")
     except OSError as error:
-        _fail(str(path), error.strerror or "cannot read", "check the path")
+        fail(str(path), error.strerror or "cannot read", "check the path")
     try:
         chosen_arm = spec.arm(arm)
     except KeyError:
         names = ", ".join(a.name for a in spec.arms)
-        _fail("preview", f"experiment {spec.key!r} has no arm {arm!r}", f"use one of: {names}")
+        fail("preview", f"experiment {spec.key!r} has no arm {arm!r}", f"use one of: {names}")
     warn_default_link_secret()
     default_locale = default_locale or spec.messaging.default_locale
     now = datetime.now(UTC)
@@ -192,13 +185,13 @@ def preview(
         customer_locale = locale or "en"
         view, code = _sample_view(customer_locale, now), None
     if not chosen_arm.steps:
-        console.print(f"arm {escape(arm)!s} sends nothing (a control arm)")
+        console.print(f"arm {safe(arm)!s} sends nothing (a control arm)")
         return
     out.mkdir(parents=True, exist_ok=True)
     console.print(
-        f"[bold]{escape(spec.key)}[/bold] arm [bold]{escape(arm)}[/bold] for "
-        f"{escape(view.name or view.external_id)} ({escape(customer_locale)}, "
-        f"{escape(view.currency or '-')})"
+        f"[bold]{safe(spec.key)}[/bold] arm [bold]{safe(arm)}[/bold] for "
+        f"{safe(view.name or view.external_id)} ({safe(customer_locale)}, "
+        f"{safe(view.currency or '-')})"
     )
     for index, step in sorted(enumerate(chosen_arm.steps), key=lambda s: s[1].at):
         key = idempotency_key(spec.key, view.external_id, arm, index)
@@ -207,26 +200,26 @@ def preview(
             chosen = resolve_locale(step.channel, step.template, customer_locale, default_locale)
             message = render(step.channel, step.template, customer_locale, context, default_locale)
         except TemplateError as error:
-            _fail("preview", str(error), "fix the template")
+            fail("preview", str(error), "fix the template")
         console.rule(
             f"step {index} · at {step.at.days}d{'' if not step.at.seconds else f' {step.at.seconds // 3600}h'}"
-            f" · {step.channel} · {escape(step.template)} ({chosen})"
+            f" · {step.channel} · {safe(step.template)} ({chosen})"
             + (f" · unless {step.unless}" if step.unless else "")
         )
         if message.channel == "email":
-            console.print(f"Subject: {escape(message.subject or '')}\n")
-            console.print(escape(message.text))
+            console.print(f"Subject: {safe(message.subject or '')}\n")
+            console.print(safe(message.text))
             name = re.sub(
                 r"[^a-z0-9_.-]+", "-", f"{spec.key}.{arm}.{index}.{step.template}.{chosen}"
             )
             html_path = out / f"{name}.html"
             html_path.write_text(message.html or "", encoding="utf-8")
-            console.print(f"HTML: {escape(str(html_path))}")
+            console.print(f"HTML: {safe(str(html_path))}")
         else:
             from messaging.render import sms_encoding
 
             units = len(message.text.encode("utf-16-le")) // 2
-            console.print(escape(message.text) + "\n")
+            console.print(safe(message.text) + "\n")
             console.print(
                 f"Segments: {message.sms_segments} ({sms_encoding(message.text)}, {units} characters)"
             )
@@ -252,10 +245,10 @@ def serve(
     try:
         settings = WebhookSettings.from_env()
     except WebhookSettingsError as error:
-        _fail("webhooks", str(error), "fix the variable")
+        fail("webhooks", str(error), "fix the variable")
     engine = engine_for()
     if not is_up_to_date(engine):
-        _fail(
+        fail(
             "webhooks",
             f"database {redact(database_url())} is not up to date",
             "run `retain db upgrade`",
@@ -267,8 +260,8 @@ def serve(
         # Stripe's events arrive at /webhooks/stripe (verified with RETAIN_STRIPE_WEBHOOK_SECRET).
         app = create_app(engine, settings, routes=[stripe_webhook_route(lambda: engine)])
     except VerificationKeyError as error:
-        _fail("webhooks", str(error), "set RETAIN_SENDGRID_WEBHOOK_PUBLIC_KEY again")
+        fail("webhooks", str(error), "set RETAIN_SENDGRID_WEBHOOK_PUBLIC_KEY again")
     for label, value in settings.describe():
-        console.print(f"{label:34} {escape(value)}")
-    console.print(f"listening on http://{host}:{port} (database {escape(redact(database_url()))})")
+        console.print(f"{label:34} {safe(value)}")
+    console.print(f"listening on http://{host}:{port} (database {safe(redact(database_url()))})")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -9,16 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error[/red] {escape(message)}", highlight=False)
-    return typer.Exit(code=2)
+from flows.console import console, fail, safe
 
 
 def _regenerate(key: str, out: Path, as_of: datetime) -> tuple[Path, object]:
@@ -47,7 +39,7 @@ def _index(out: Path, as_of: datetime) -> Path:
             html, report = _regenerate(key, out, as_of)
         except (KeyError, ValueError) as error:
             entries.append(IndexEntry(key, state, hypothesis, error=str(error)))
-            console.print(f"{escape(key)}: no report ({escape(str(error))})", highlight=False)
+            console.print(f"{safe(key)}: no report ({safe(str(error))})", highlight=False)
             continue
         assert isinstance(report, Report)
         verdict = report.verdict
@@ -62,7 +54,7 @@ def _index(out: Path, as_of: datetime) -> Path:
                 href=html.relative_to(out).as_posix(),
             )
         )
-        console.print(f"{escape(key)}: {escape(str(html))}", highlight=False)
+        console.print(f"{safe(key)}: {safe(str(html))}", highlight=False)
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.html"
     index.write_text(
@@ -96,7 +88,7 @@ def report(
     from models.migrate import upgrade
 
     if (key is None) == (not all_):
-        raise _fail("report: give one experiment KEY or --all, not both or neither")
+        fail("report: give one experiment KEY or --all, not both or neither")
     cut_off = datetime.now(UTC) if as_of is None else as_of.replace(tzinfo=as_of.tzinfo or UTC)
     upgrade(engine_for())
     if all_:
@@ -106,14 +98,12 @@ def report(
         try:
             target, built = _regenerate(key, out, cut_off)
         except KeyError as error:
-            raise _fail(f"report {key}: {error.args[0]}") from None
+            fail(f"report {key}: {error.args[0]}")
         except ValueError as error:
-            raise _fail(
-                f"report {key}: {error}; run the experiment so customers are assigned"
-            ) from None
+            fail(f"report {key}: {error}; run the experiment so customers are assigned")
         verdict = getattr(built, "verdict", None)
         if verdict is not None:
-            console.print(escape(verdict.text), highlight=False)
-    console.print(f"report written to {escape(str(target))}", highlight=False)
+            console.print(safe(verdict.text), highlight=False)
+    console.print(f"report written to {safe(str(target))}", highlight=False)
     if open_:
         webbrowser.open(target.resolve().as_uri())

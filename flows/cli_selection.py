@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from flows import cli as base
+from flows.console import console, fail, safe
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -67,10 +67,9 @@ def segment(
     try:
         preview = preview_segment(_engine(), parse_rule(spec.segment.where), moment, sample)
     except ValueError as error:
-        base._fail(f"{escape(str(path))}: {escape(str(error))}")
-    console = base.console
+        fail(f"{path}: {error}")
     console.print(
-        f"[bold]{escape(spec.key)}[/bold]: {preview.size:,} customers in the segment at "
+        f"[bold]{safe(spec.key)}[/bold]: {preview.size:,} customers in the segment at "
         f"{moment:%Y-%m-%d %H:%M} UTC; {preview.inflow_per_day:,.1f} entering per day "
         "(last 7 days)",
         highlight=False,
@@ -87,7 +86,7 @@ def segment(
         table.add_column("customers", justify="right")
         table.add_column("share", justify="right")
         for value, n in rows:
-            label = "(none)" if value is None else escape(str(value))
+            label = "(none)" if value is None else safe(str(value))
             table.add_row(label, f"{n:,}", _percent(n / preview.size if preview.size else None))
         console.print(table)
     if preview.overlap:
@@ -96,7 +95,7 @@ def segment(
         table.add_column("customers", justify="right")
         for key, n in preview.overlap:
             marker = " (this experiment)" if key == spec.key else ""
-            table.add_row(escape(key) + marker, f"{n:,}")
+            table.add_row(safe(key) + marker, f"{n:,}")
         console.print(table)
     else:
         console.print("none of them is in a running experiment", highlight=False)
@@ -106,8 +105,8 @@ def segment(
             table.add_column(column)
         for c in preview.sample:
             table.add_row(
-                str(c.customer_id), escape(c.external_id), escape(c.name), escape(c.email or ""),
-                escape(c.plan or ""), escape(c.country or ""), _percent(c.churn_risk),
+                str(c.customer_id), safe(c.external_id), safe(c.name), safe(c.email or ""),
+                safe(c.plan or ""), safe(c.country or ""), _percent(c.churn_risk),
             )  # fmt: skip
         console.print(table)
 
@@ -138,9 +137,9 @@ def risk_train(
             _engine(), _as_of(as_of), horizon=horizon, holdout=holdout, max_rows=max_rows
         )
     except RiskModelError as error:
-        base._fail(f"risk train: {escape(str(error))}")
+        fail(f"risk train: {error}")
     s = result.snapshots
-    base.console.print(
+    console.print(
         f"model {result.version} (id {result.id}): {result.n_train:,} training rows from "
         f"{len(s.training)} snapshots {min(s.training):%Y-%m-%d}..{max(s.training):%Y-%m-%d}, "
         f"label: churned within {horizon} days ({result.model.method} fit)",
@@ -166,8 +165,8 @@ def risk_score(
     try:
         version, n = score_customers(_engine(), moment, model)
     except RiskModelError as error:
-        base._fail(f"risk score: {escape(str(error))}")
-    base.console.print(
+        fail(f"risk score: {error}")
+    console.print(
         f"scored {n:,} customers with model {version} as of {moment:%Y-%m-%d %H:%M} UTC",
         highlight=False,
         soft_wrap=True,
@@ -201,7 +200,7 @@ def risk_evaluate(
         else:
             _evaluate_stored(model, as_json)
     except RiskModelError as error:
-        base._fail(f"risk evaluate: {escape(str(error))}")
+        fail(f"risk evaluate: {error}")
 
 
 def _evaluate_csv(
@@ -211,17 +210,17 @@ def _evaluate_csv(
     from experiments.risk.table import RiskDataError, read_labeled_csv
 
     if label is None:
-        base._fail("risk evaluate: --csv needs --label COLUMN, the churn label column")
+        fail("risk evaluate: --csv needs --label COLUMN, the churn label column")
     try:
         data = read_labeled_csv(path, label, id_column)
     except RiskDataError as error:
-        base._fail(escape(str(error)))
+        fail(error)
     result = cross_validate(data.features, data.labels, folds=folds, seed=seed)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
         return
-    base.console.print(
-        f"{escape(str(path))}: {data.labels.size:,} rows, churn rate "
+    console.print(
+        f"{safe(str(path))}: {data.labels.size:,} rows, churn rate "
         f"{_percent(float(data.labels.mean()))}; {folds}-fold cross-validated AUC "
         f"{result.auc_mean:.3f} ± {result.auc_std:.3f} (folds: "
         + ", ".join(f"{a:.3f}" for a in result.aucs)
@@ -250,7 +249,7 @@ def _evaluate_stored(model_id: int | None, as_json: bool) -> None:
             )
         )
         return
-    base.console.print(
+    console.print(
         f"model {version}: trained on snapshots {facts['train_start']:%Y-%m-%d}.."
         f"{facts['train_end']:%Y-%m-%d}, held out {facts['holdout_start']:%Y-%m-%d}.."
         f"{facts['holdout_end']:%Y-%m-%d}",
@@ -262,7 +261,7 @@ def _evaluate_stored(model_id: int | None, as_json: bool) -> None:
 
 
 def _print_holdout(evaluation: HoldoutEvaluation, where: str) -> None:
-    base.console.print(
+    console.print(
         f"on {where}: {evaluation.n:,} customers, churn rate {_percent(evaluation.churn_rate)}, "
         f"AUC {_number(evaluation.auc)}",
         highlight=False,
@@ -272,7 +271,7 @@ def _print_holdout(evaluation: HoldoutEvaluation, where: str) -> None:
 
 
 def _print_calibration(rows: tuple[DecileRow, ...], lift: float | None, where: str) -> None:
-    base.console.print(f"calibration by decile ({escape(where)}):", highlight=False)
+    console.print(f"calibration by decile ({safe(where)}):", highlight=False)
     table = Table()
     for column in ("decile", "predicted", "observed", "customers"):
         table.add_column(column, justify="right")
@@ -283,8 +282,8 @@ def _print_calibration(rows: tuple[DecileRow, ...], lift: float | None, where: s
             _percent(row.observed),
             f"{row.n:,}",
         )
-    base.console.print(table)
-    base.console.print(f"top-decile lift: {_number(lift, 2)}", highlight=False)
+    console.print(table)
+    console.print(f"top-decile lift: {_number(lift, 2)}", highlight=False)
 
 
 def _print_coefficients(coefficients: tuple[Coefficient, ...]) -> None:
@@ -295,5 +294,5 @@ def _print_coefficients(coefficients: tuple[Coefficient, ...]) -> None:
     for c in coefficients:
         ci = "–" if c.ci_low is None else f"[{c.ci_low:.4g}, {c.ci_high:.4g}]"
         p = "–" if c.p_value is None else f"{c.p_value:.2g}"
-        table.add_row(escape(c.name), f"{c.estimate:.4g}", ci, p)
-    base.console.print(table)
+        table.add_row(safe(c.name), f"{c.estimate:.4g}", ci, p)
+    console.print(table)

@@ -157,6 +157,10 @@ def _newton(x: Matrix, y: Vector) -> tuple[Vector, Matrix] | None:
         return None
     if float(np.max(np.abs(score))) > 1e-6 * y.size:
         return None
+    linear = x @ params
+    positive, negative = linear[y == 1], linear[y == 0]
+    if positive.size and negative.size and positive.min() > negative.max():
+        return None  # complete separation: no maximum exists, whether or not a warning said so
     return params, covariance
 
 
