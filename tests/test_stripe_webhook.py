@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +288,9 @@ def test_a_failed_payment_puts_the_customer_in_a_dunning_segment_at_once(
     paid["data"]["object"].update({"id": "in_0000", "customer": "cus_0000"})
     paid["data"]["object"]["parent"]["subscription_details"]["subscription"] = "sub_0000"
     assert post(client, {**paid, "id": "evt_paid_0"}).status_code == 200
-    assert customer_id not in select_segment(engine, rule, datetime.now(UTC))
+    # paid a second from now (the event's time): until then the invoice is still owed as of now
+    paid_at = datetime.now(UTC) + timedelta(seconds=2)
+    assert customer_id not in select_segment(engine, rule, paid_at)
 
 
 def test_an_upcoming_invoice_flags_a_card_that_expires_before_the_charge(
