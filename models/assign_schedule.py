@@ -44,6 +44,7 @@ def schedule_messages_sql(
             # the policy decides them like real messages, and they are never sent.
             select(
                 literal(arm.name, String).label("arm"),
+                literal(arm_order, Integer).label("arm_order"),
                 literal(index, Integer).label("step_index"),
                 literal(step.channel, String).label("channel"),
                 literal(step.template, String).label("template"),
@@ -51,7 +52,7 @@ def schedule_messages_sql(
                 literal(int(step.at.total_seconds()), Integer).label("seconds"),
                 literal(not arm.steps, Boolean).label("shadow"),
             )
-            for arm in spec.arms
+            for arm_order, arm in enumerate(spec.arms)
             if arm.name not in stopped
             for index, step in enumerate(arm.steps or shadow_steps)
         ]
@@ -89,6 +90,9 @@ def schedule_messages_sql(
                 )
             )
             .where(assignments.c.experiment_id == experiment_id)
+            # Ids in the same order on every database: arm by arm, step by step, customer by
+            # customer in assignment order (the order a statement per step used to give).
+            .order_by(steps.c.arm_order, steps.c.step_index, assignments.c.id)
         )
         module: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
         statement = (
