@@ -65,18 +65,7 @@ def dispatch_messages(outbox_dir: str = "outbox", as_of: datetime | None = None)
     summary = dispatch(as_of, outbox_dir)
     grant_sent_offers(engine_for(), as_of or datetime.now(UTC))  # offer codes of what was sent
     logger = get_run_logger()
-    logger.info(
-        "sent %d, withheld (control) %d, skipped %s, deferred %d, failed %d, retried %d, "
-        "outcome unknown %d, reconciled %d",
-        summary.sent,
-        summary.withheld,
-        summary.skipped,
-        summary.deferred,
-        summary.failed,
-        summary.retried,
-        summary.unknown,
-        summary.reconciled,
-    )
+    logger.info("dispatched: %s", summary.counts())
     if summary.error:
         logger.error("dispatch incomplete: %s", summary.error)
         # A returned Failed state: the run is Failed without a traceback in its log.

@@ -47,6 +47,14 @@ class DispatchSummary:
     def complete(self) -> bool:
         return self.error is None
 
+    def counts(self) -> str:
+        """The outcome in one line, for logs."""
+        return (
+            f"sent={self.sent} withheld={self.withheld} skipped={dict(self.skipped)} "
+            f"deferred={self.deferred} failed={self.failed} retried={self.retried} "
+            f"unknown={self.unknown} reconciled={self.reconciled}"
+        )
+
 
 @dataclass
 class Tally:

@@ -351,18 +351,5 @@ def dispatch_due(
     finally:
         senders.close()
     summary = dispatcher.tally.summary()
-    logger.info(
-        "dispatch by %s: sent=%d withheld=%d skipped=%s deferred=%d failed=%d retried=%d "
-        "unknown=%d reconciled=%d error=%s",
-        worker,
-        summary.sent,
-        summary.withheld,
-        summary.skipped,
-        summary.deferred,
-        summary.failed,
-        summary.retried,
-        summary.unknown,
-        summary.reconciled,
-        summary.error,
-    )
+    logger.info("dispatch by %s: %s error=%s", worker, summary.counts(), summary.error)
     return summary
