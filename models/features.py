@@ -159,7 +159,7 @@ class _Sources:
             "upcoming_invoice_at",
         )
         history = ("plan_changed_at", "previous_mrr_cents", "previous_billing_interval")
-        moments = ("paused_at", "canceled_at")
+        moments = ("paused_at", "canceled_at", "updated_at")
         where = s.c.started_at <= self.at()
         return self._latest(s, "started_at", where, *columns, *history, *moments)
 
@@ -257,9 +257,11 @@ def _status_as_of(s: _Sources) -> ColumnElement[Any]:
     """The subscription's status at ``as_of``, rewound from today's with the moments kept.
 
     Canceled once ``canceled_at`` has passed; paused when paused now and since before ``as_of``;
-    otherwise an active, past-due, paused or later-canceled subscription was ``past_due`` while
-    a charge had failed on an invoice unpaid at ``as_of``, and ``active`` if not. Other statuses
-    (trialing, Stripe's unpaid or incomplete) are today's: the tables keep no trial end.
+    today's status when an import, sync or webhook wrote it (``updated_at``) at or before
+    ``as_of``: the source said so then, whether or not its invoices were imported; otherwise an
+    active, past-due, paused or later-canceled subscription was ``past_due`` while a charge had
+    failed on an invoice unpaid at ``as_of``, and ``active`` if not. Other statuses (trialing,
+    Stripe's unpaid or incomplete) are today's: the tables keep no trial end.
     """
     sub = s.subscription.c
     rewound = sub.status.in_(_REWOUND_STATUSES)
@@ -271,6 +273,7 @@ def _status_as_of(s: _Sources) -> ColumnElement[Any]:
             and_(sub.status == "paused", or_(sub.paused_at.is_(None), sub.paused_at <= s.at())),
             "paused",
         ),
+        (sub.updated_at <= s.at(), sub.status),
         (and_(rewound, dunning), "past_due"),
         (rewound, "active"),
         else_=sub.status,

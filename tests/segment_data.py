@@ -253,6 +253,8 @@ def status_then(sub: Subscription | None, as_of: datetime, unpaid: list[Invoice]
         return "canceled"
     if sub.status == "paused" and (sub.paused_at is None or sub.paused_at <= as_of):
         return "paused"
+    if sub.updated_at is not None and sub.updated_at <= as_of:
+        return sub.status  # the source's word at or before as_of
     if sub.status not in ("active", "past_due", "paused", "canceled"):
         return sub.status
     charge_failed = any(i.status == "failed" or i.attempts > 1 for i in unpaid)

@@ -262,7 +262,7 @@ def test_naive_as_of_is_rejected() -> None:
 
 def _rewind_data() -> Data:
     d = Data()
-    for cid in (1, 2, 3, 4):
+    for cid in (1, 2, 3, 4, 5):
         d.customer(cid, T0)
     # 1: failed on day 40, recovered on day 45 (status paid today), active now
     d.subscription(11, 1, T0)
@@ -275,6 +275,8 @@ def _rewind_data() -> Data:
     # 4: an invoice paid an hour late without a failed charge is owed, never past due
     d.subscription(14, 4, T0)
     d.invoice(4, "paid", T0 + 40 * DAY, paid_at=T0 + 40 * DAY + HOUR)
+    # 5: imported without its invoices; the source said "past due" on day 50
+    d.subscription(15, 5, T0, status="past_due", updated_at=T0 + 50 * DAY)
     return d
 
 
@@ -284,14 +286,15 @@ HOUR = timedelta(hours=1)
 
 def test_status_and_unpaid_invoices_are_rewound_to_as_of(engine: Engine) -> None:
     """A payment recovered after ``as_of`` was owed then, and its subscription past due; a
-    subscription canceled or paused after ``as_of`` was live then (the replay of `retain plan`)."""
+    subscription canceled or paused after ``as_of`` was live then (the replay of `retain plan`);
+    the status an import wrote holds from then on, even without the invoices behind it."""
     insert(engine, _rewind_data())
     d = _rewind_data()
     expected = {
-        30: {1: "active", 2: "active", 3: "active", 4: "active"},
-        42: {1: "past_due", 2: "past_due", 3: "active", 4: "active"},
-        55: {1: "active", 2: "past_due", 3: "paused", 4: "active"},
-        70: {1: "active", 2: "canceled", 3: "paused", 4: "active"},
+        30: {1: "active", 2: "active", 3: "active", 4: "active", 5: "active"},
+        42: {1: "past_due", 2: "past_due", 3: "active", 4: "active", 5: "active"},
+        55: {1: "active", 2: "past_due", 3: "paused", 4: "active", 5: "past_due"},
+        70: {1: "active", 2: "canceled", 3: "paused", 4: "active", 5: "past_due"},
     }
     for day, statuses in expected.items():
         as_of = T0 + day * DAY
