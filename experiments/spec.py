@@ -200,8 +200,21 @@ class AssignmentSettings(StrictModel):
     )
     layer: str | None = Field(default=None, pattern=SLUG, description="mutual-exclusion layer")
     share: float | None = Field(
-        default=None, gt=0, le=1, description="share of the layer's customers, e.g. 0.3"
+        default=None, description="share of the layer's customers, e.g. 0.3"
     )
+
+    @field_validator("share", mode="before")
+    @classmethod
+    def _share_is_fraction(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
+            return float(value)  # NaN and huge integers fail the comparison
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ValueError(
+            f"share is a fraction of the layer's customers above 0 and at most 1 (0.3 takes 30%;"
+            f" the shares of one layer add up to at most 1), not {shown}"
+        )
 
     @field_validator("stratify_by")
     @classmethod

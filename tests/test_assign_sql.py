@@ -301,9 +301,12 @@ runner = CliRunner()
         (
             "{salt: x, layer: l, share: 1.5}",
             1,
-            "assignment.share: Input should be less than or equal to 1",
+            "assignment.share: share is a fraction of the layer's customers above 0 and at most 1"
+            " (0.3 takes 30%; the shares of one layer add up to at most 1), not 1.5",
             6,
         ),
+        ("{salt: x, layer: l, share: 0}", 1, "above 0 and at most 1 (0.3 takes 30%;", 6),
+        ("{salt: x, layer: l, share: yes}", 1, "at most 1), not 'yes'", 6),
         ("{salt: x, layer: l}", 1, "layer 'l' needs a share of it", 6),
         ("{salt: x}", 0, "weight must be a positive number", 10),
         ("{salt: x}", -1, "weight must be a positive number", 10),
