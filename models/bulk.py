@@ -126,18 +126,6 @@ def converted_chunks(
         yield python_columns(dialect, part)
 
 
-def bulk_load_arrays(
-    connection: Connection, table_name: str, columns: dict[str, np.ndarray[Any, Any]]
-) -> int:
-    """:func:`python_columns` then :func:`bulk_load`, ``LOAD_CHUNK`` rows at a time; returns
-    the number of rows."""
-    total = len(next(iter(columns.values())))
-    for start in range(0, total, LOAD_CHUNK):
-        part = {name: values[start : start + LOAD_CHUNK] for name, values in columns.items()}
-        bulk_load(connection, table_name, python_columns(connection.dialect.name, part))
-    return total
-
-
 def bulk_load(connection: Connection, table_name: str, columns: dict[str, Column]) -> None:
     """Append rows (given as equal-length columns of driver values) with the driver's bulk path:
     ``executemany`` of tuples on SQLite, ``COPY ... FROM STDIN`` on PostgreSQL."""

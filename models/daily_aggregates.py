@@ -28,7 +28,6 @@ from sqlalchemy.engine import Connection, Engine
 from experiments.metrics import CATALOGUE
 from experiments.spec import Costs
 from experiments.stats import SampleStats
-from experiments.stats.cuped import PairedStats
 from experiments.stats.survival import SurvivalCounts
 from models.aggregate_records import AggregateMark, MetricDay, SurvivalDay
 from models.balance_sql import COVARIATES, covariate_moments
@@ -396,8 +395,3 @@ def cumulative_series(engine: Engine, experiment_id: int, metric: str) -> list[C
             running[arm] = running[arm] + m if arm in running else m
         series.append(CumulativeDay(day, {arm: m.sample() for arm, m in sorted(running.items())}))
     return series
-
-
-def paired_of(moments: Mapping[str, Moments]) -> dict[str, PairedStats]:
-    """CUPED's raw sums per arm."""
-    return {arm: m.paired() for arm, m in moments.items()}
